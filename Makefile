@@ -1,0 +1,68 @@
+# taza — two commands: `make demo` (the main job) and `make test` (set up, lint, test).
+# Every target sets up what it needs first; running one twice does nothing new.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics
+SERVER_BINARIES := mosquitto mosquitto_pub influxd victoria-metrics
+
+.PHONY: all setup system venv lint format test unit integration bench demo clean help
+
+all: test
+
+help:
+	@echo "make demo   set up, start local servers + taza-ingest, run a simulated fleet, report"
+	@echo "make test   set up, then ruff + mypy + pytest (real servers, started by the tests)"
+	@echo "make lint   ruff + mypy only;  make bench   throughput/latency figures (bench/)"
+
+setup: system venv
+
+# apt only when a binary is missing; `apt-get update` always before the first install.
+system:
+	@missing=""; for b in $(SERVER_BINARIES); do command -v $$b >/dev/null 2>&1 || missing=1; done; \
+	if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then missing=1; extra="python3-venv python3-pip"; fi; \
+	if [ -n "$$missing" ]; then \
+		echo ">> installing system packages: $(APT_PACKAGES) $$extra"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $(APT_PACKAGES) $$extra; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+format: venv
+	$(BIN)/ruff format ingest devices simulator tests bench
+	$(BIN)/ruff check --fix ingest devices simulator tests bench
+
+lint: venv
+	$(BIN)/ruff check ingest devices simulator tests bench
+	$(BIN)/ruff format --check ingest devices simulator tests bench
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/pytest -q
+
+unit: venv
+	$(BIN)/pytest -q -m "not integration"
+
+integration: setup
+	$(BIN)/pytest -q -m integration
+
+bench: setup
+	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/ingest.py
+
+demo: setup
+	$(BIN)/python -m simulator.demo $(DEMO_ARGS)
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The device contract (placeholder until the contract lands)."""
