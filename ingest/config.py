@@ -1,0 +1,254 @@
+"""Settings of ``taza-ingest``: ``TAZA_*`` environment variables over an optional TOML file.
+
+Validated once at start so that a typo is a clear message and exit code 2, not a
+traceback an hour later. Defaults work against the local demo servers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ingest.errors import ConfigError
+
+ENV_PREFIX = "TAZA_"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+    def redacted(self) -> str:
+        user = f"{self.username}:***@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+def parse_mqtt_url(url: str) -> BrokerAddress:
+    """``mqtt://user:pass@host:port`` (1883) or ``mqtts://`` (TLS, 8883)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"scheme must be mqtt:// or mqtts://, got {parts.scheme or 'none'!r}")
+    if not parts.hostname:
+        raise ValueError("no host in the URL")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("the URL takes no path, query or fragment")
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port or (8883 if tls else 1883),
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def parse_host_port(addr: str) -> tuple[str, int]:
+    host, sep, port_s = addr.rpartition(":")
+    if not sep or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {addr!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    if host != "localhost":
+        ipaddress.ip_address(host)
+    return host, int(port_s)
+
+
+class Settings(BaseSettings):
+    """Every field is ``TAZA_<NAME>`` in the environment and ``<name>`` in the TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False, validate_default=True
+    )
+
+    mqtt_url: str = Field(
+        "mqtt://127.0.0.1:1883", description="broker, mqtt://user:pass@host:port or mqtts://"
+    )
+    mqtt_client_id: str = Field(
+        "taza-ingest", description="stable client id: the persistent session is keyed on it"
+    )
+    mqtt_share_group: str | None = Field(
+        None, description="shared-subscription group: replicas split the load"
+    )
+    mqtt_topic: str = Field("taza/v1/+/+/+/+", description="intake topic filter")
+    mqtt_session_expiry_s: int = Field(
+        7 * 86400, ge=1, description="how long the broker keeps our session while we are down"
+    )
+    mqtt_keepalive_s: int = Field(30, ge=5, le=300, description="MQTT keepalive")
+    mqtt_receive_maximum: int = Field(
+        20000, ge=100, le=65535, description="unacknowledged messages in flight: bounds memory"
+    )
+    mqtt_ca_file: Path | None = Field(None, description="CA bundle for mqtts://")
+
+    influx_api: Literal["v1", "v2"] = Field(
+        "v1",
+        description="v1: InfluxDB 1.x /write; v2: influxdb-client (2.x/3.x/1.8+/VictoriaMetrics)",
+    )
+    influx_url: str = Field("http://127.0.0.1:8086", description="database base URL")
+    influx_db: str = Field("taza", description="v1 database")
+    influx_rp: str | None = Field(None, description="v1 retention policy (default: the database's)")
+    influx_user: str | None = Field(None, description="v1 user")
+    influx_password: SecretStr | None = Field(None, description="v1 password")
+    influx_bucket: str = Field("taza", description="v2 bucket")
+    influx_org: str = Field("taza", description="v2 organisation")
+    influx_token: SecretStr | None = Field(None, description="v2 API token")
+    influx_timeout_s: float = Field(10.0, gt=0, le=300, description="one write attempt")
+    influx_create_db: bool = Field(True, description="v1: CREATE DATABASE at start if allowed")
+
+    registry: Path | None = Field(None, description="fleet file (CSV or JSON) for enrichment")
+    reject_unregistered: bool = Field(False, description="reject devices missing from the registry")
+    strict: bool = Field(False, description="reject unknown payload fields")
+    max_payload_bytes: int = Field(
+        4096, ge=64, le=262144, description="larger payloads are rejected"
+    )
+    max_age_s: int = Field(7 * 86400, ge=60, description="older device timestamps are rejected")
+
+    data_dir: Path = Field(Path("var/ingest"), description="spool and dead-letter store")
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 20, description="when full, stop acknowledging")
+    deadletter_file_bytes: int = Field(
+        64 << 20, ge=1 << 16, description="rotate a dead-letter file at this size"
+    )
+    deadletter_keep_files: int = Field(20, ge=1, description="rotated dead-letter files kept")
+    deadletter_republish: bool = Field(
+        False, description="also publish rejects to taza/v1/_deadletter/{reason}"
+    )
+
+    batch_max_lines: int = Field(
+        5000, ge=1, le=100000, description="flush a batch at this many lines"
+    )
+    batch_max_age_ms: int = Field(
+        200, ge=1, le=60000, description="or when its oldest message is this old"
+    )
+    write_attempts: int = Field(
+        3, ge=1, le=20, description="attempts before a batch goes to the spool"
+    )
+
+    http_addr: str = Field("127.0.0.1:8080", description="/metrics, /healthz, /readyz")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text for people, json for collectors"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, v: str) -> str:
+        parse_mqtt_url(v)
+        return v
+
+    @field_validator("influx_url")
+    @classmethod
+    def _check_influx_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected http(s)://host:port, got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("http_addr")
+    @classmethod
+    def _check_http_addr(cls, v: str) -> str:
+        parse_host_port(v)
+        return v
+
+    @field_validator("mqtt_share_group")
+    @classmethod
+    def _check_group(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in v for c in "/+#")):
+            raise ValueError("a share group name must be non-empty without '/', '+' or '#'")
+        return v
+
+    @model_validator(mode="after")
+    def _check_api(self) -> Settings:
+        if self.influx_api == "v2" and self.influx_token is None:
+            self.influx_token = SecretStr("")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        toml = settings_cls.model_config.get("toml_file")
+        if toml:
+            sources += (TomlConfigSettingsSource(settings_cls),)
+        return sources
+
+    @property
+    def broker(self) -> BrokerAddress:
+        return parse_mqtt_url(self.mqtt_url)
+
+    @property
+    def subscription(self) -> str:
+        if self.mqtt_share_group:
+            return f"$share/{self.mqtt_share_group}/{self.mqtt_topic}"
+        return self.mqtt_topic
+
+    def summary(self) -> dict[str, Any]:
+        """What the start-up line says: where we read and write, never a secret."""
+        target = (
+            f"{self.influx_url} db={self.influx_db}"
+            + (f" rp={self.influx_rp}" if self.influx_rp else "")
+            if self.influx_api == "v1"
+            else f"{self.influx_url} org={self.influx_org} bucket={self.influx_bucket}"
+        )
+        return {
+            "broker": self.broker.redacted(),
+            "client_id": self.mqtt_client_id,
+            "subscription": self.subscription,
+            "database": f"{self.influx_api} {target}",
+            "registry": str(self.registry) if self.registry else None,
+            "data_dir": str(self.data_dir),
+            "http": self.http_addr,
+        }
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Environment over TOML over defaults; raises ConfigError with every problem listed."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    try:
+        return _FromFile(**overrides) if config_file else Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"  {ENV_PREFIX}{name.upper()} ({name}): {msg}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems)) from None
+    except ValueError as exc:  # TOML syntax
+        raise ConfigError(f"cannot read {config_file}: {exc}") from None
+
+
+def describe_settings() -> str:
+    """The environment variables with defaults, for ``--help``."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if default is None else f" [default: {default}]"
+        rows.append(f"  {ENV_PREFIX}{name.upper():<28} {field.description or ''}{shown}")
+    return "\n".join(rows)

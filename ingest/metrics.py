@@ -1,0 +1,91 @@
+"""Prometheus metrics of one service instance (its own registry, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.received = Counter(
+            "taza_messages_received_total",
+            "MQTT messages received on the intake subscription",
+            registry=r,
+        )
+        self.accepted = Counter(
+            "taza_messages_accepted_total", "messages that passed the device contract", registry=r
+        )
+        self.rejected = Counter(
+            "taza_messages_rejected_total",
+            "messages refused, by machine-readable reason (kept in the dead-letter store)",
+            ["reason"],
+            registry=r,
+        )
+        self.ignored = Counter(
+            "taza_messages_ignored_total",
+            "messages on reserved topics (taza/v1/alerts/...)",
+            registry=r,
+        )
+        self.unregistered = Counter(
+            "taza_messages_unregistered_total",
+            "accepted messages from devices not in the registry",
+            registry=r,
+        )
+        self.extra_fields = Counter(
+            "taza_payload_unknown_fields_total",
+            "unknown payload fields ignored (non-strict mode)",
+            registry=r,
+        )
+        self.acked = Counter(
+            "taza_messages_acked_total", "PUBACKs sent after durable storage", registry=r
+        )
+        self.points_written = Counter(
+            "taza_points_written_total", "points the database accepted", registry=r
+        )
+        self.write_retries = Counter(
+            "taza_write_retries_total", "database write attempts that are retried", registry=r
+        )
+        self.write_errors = Counter(
+            "taza_write_errors_total",
+            "failed database write attempts, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.spooled_batches = Counter(
+            "taza_spooled_batches_total", "batches stored in the durable spool", registry=r
+        )
+        self.spool_bytes = Gauge("taza_spool_bytes", "bytes in the durable spool", registry=r)
+        self.spool_full = Gauge(
+            "taza_spool_full",
+            "1 while the spool is full and acknowledgements are held back",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "taza_queue_depth", "messages received and not yet acknowledged", registry=r
+        )
+        self.batch_write_seconds = Histogram(
+            "taza_batch_write_seconds",
+            "duration of one successful batch write",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.ingest_lag = Gauge(
+            "taza_ingest_lag_seconds",
+            "last stored batch: seconds from receiving its oldest message to durable storage",
+            registry=r,
+        )
+        self.mqtt_connected = Gauge(
+            "taza_mqtt_connected", "1 while subscribed to the broker", registry=r
+        )
+        self.mqtt_reconnects = Counter(
+            "taza_mqtt_reconnects_total", "broker reconnections", registry=r
+        )
+        self.database_up = Gauge(
+            "taza_database_up", "1 when the last write or ping reached the database", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

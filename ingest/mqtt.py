@@ -1,0 +1,370 @@
+"""MQTT intake: paho-mqtt driven by the asyncio loop, with manual PUBACK.
+
+Why paho and not aiomqtt: aiomqtt 2.5 acknowledges a QoS 1 message before the
+application sees it, so a crash between PUBACK and the database write loses it. paho
+2.x has ``manual_ack=True``: we send PUBACK only after the message is stored.
+
+Flow control is MQTT 5's Receive Maximum: the broker never has more than that many
+unacknowledged messages out to us, so our queues are bounded by construction and a slow
+database makes the *broker* hold the backlog (in our persistent session).
+
+An acknowledgement belongs to the connection its message arrived on: after a reconnect
+the broker redelivers anything unacknowledged, so acks of an older connection are void
+and are dropped (``generation``), never sent on the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest.config import Settings
+from ingest.errors import BrokerRefused
+from ingest.metrics import Metrics
+
+log = structlog.get_logger("ingest.mqtt")
+
+# CONNACK reason codes after which retrying cannot help (MQTT 5, 3.2.2.2).
+PERMANENT_REFUSALS = {
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x8C: "bad authentication method",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    mid: int
+    qos: int
+    generation: int
+    topic: str
+    payload: bytes
+    received_at: datetime
+    received_mono: float
+
+
+class MqttIntake:
+    """Owns the paho client. ``run()`` connects and reconnects until ``stop()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        deliver: Callable[[Incoming], None],
+        *,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        connack_timeout_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._deliver = deliver
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self.connack_timeout_s = connack_timeout_s
+        self.generation = 0
+        self.subscribed = False
+        self.accepting = True
+        self.connects = 0
+        self._stop = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._refusal: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._misc_task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # socket callbacks may fire in the connect thread
+        self._sub_mid: int | None = None
+        self.client = self._make_client()
+
+    def _make_client(self) -> paho.Client:
+        s = self.settings
+        broker = s.broker
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.mqtt_client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=True,
+        )
+        if broker.username is not None:
+            client.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            ctx = ssl.create_default_context(cafile=str(s.mqtt_ca_file) if s.mqtt_ca_file else None)
+            client.tls_set_context(ctx)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        return client
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, and reconnect with exponential backoff and full jitter, until stopped.
+
+        Raises BrokerRefused when the broker refuses us for good (credentials)."""
+        self._loop = asyncio.get_running_loop()
+        failures = 0
+        while not self._stop.is_set():
+            if await self._connect_once():
+                failures = 0
+                stop_wait = asyncio.ensure_future(self._stop.wait())
+                drop_wait = asyncio.ensure_future(self._disconnected.wait())
+                await asyncio.wait({stop_wait, drop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                stop_wait.cancel()
+                drop_wait.cancel()
+                if self._stop.is_set():
+                    return
+            if self._refusal is not None:
+                raise BrokerRefused(
+                    f"broker {self.settings.broker.redacted()} refused the connection: "
+                    f"{self._refusal}"
+                )
+            failures += 1
+            delay = random.uniform(
+                self.reconnect_min_s, min(self.reconnect_max_s, self.reconnect_min_s * 2**failures)
+            )
+            log.info("mqtt_reconnect_wait", seconds=round(delay, 2), failures=failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _connect_once(self) -> bool:
+        s = self.settings
+        broker = s.broker
+        self._connected.clear()
+        self._disconnected.clear()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = s.mqtt_session_expiry_s
+        props.ReceiveMaximum = s.mqtt_receive_maximum
+        assert self._loop is not None
+        try:
+            await self._loop.run_in_executor(
+                None,
+                lambda: self.client.connect(
+                    broker.host,
+                    broker.port,
+                    keepalive=s.mqtt_keepalive_s,
+                    clean_start=False,
+                    properties=props,
+                ),
+            )
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("mqtt_connect_failed", broker=broker.redacted(), error=str(exc))
+            return False
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.connack_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "mqtt_connack_timeout", broker=broker.redacted(), seconds=self.connack_timeout_s
+            )
+            self._drop_socket()
+            return False
+        return not self._disconnected.is_set()
+
+    def stop_accepting(self) -> None:
+        """From now on, messages are neither processed nor acknowledged: the broker
+        redelivers them to the next run (persistent session)."""
+        self.accepting = False
+
+    async def close(self, flush_timeout_s: float = 5.0) -> None:
+        """Send what is queued (the last PUBACKs), then DISCONNECT keeping the session."""
+        self._stop.set()
+        if self.client.is_connected():
+            deadline = asyncio.get_running_loop().time() + flush_timeout_s
+            while self.client.want_write() and asyncio.get_running_loop().time() < deadline:
+                self.client.loop_write()
+                await asyncio.sleep(0.01)
+            self.client.disconnect()
+            self.client.loop_write()
+        self._drop_socket()
+
+    def _drop_socket(self) -> None:
+        sock = self.client.socket()
+        if sock is not None:
+            self._on_socket_close(self.client, None, sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    # ---- acknowledgements ----------------------------------------------------------
+
+    def ack(self, acks: list[tuple[int, int]]) -> None:
+        sent = 0
+        with self._lock:
+            current = self.generation if self.client.is_connected() else -1
+            for mid, generation in acks:
+                if generation == current and mid:
+                    self.client.ack(mid, 1)
+                    sent += 1
+        self.metrics.acked.inc(sent)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        if self.client.is_connected():
+            self.client.publish(topic, payload, qos=qos)
+
+    # ---- paho callbacks (run in the event loop thread via loop_read) ------------------
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            code = reason_code.value
+            self._refusal = PERMANENT_REFUSALS.get(code)
+            log.error(
+                "mqtt_connack_refused", reason=str(reason_code), permanent=self._refusal is not None
+            )
+            self._disconnected.set()
+            self._connected.set()
+            return
+        with self._lock:
+            self.generation += 1
+        self.connects += 1
+        if self.connects > 1:
+            self.metrics.mqtt_reconnects.inc()
+        log.info(
+            "mqtt_connected",
+            broker=self.settings.broker.redacted(),
+            session_present=flags.session_present,
+            generation=self.generation,
+        )
+        result, mid = client.subscribe(self.settings.subscription, options=SubscribeOptions(qos=1))
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.error("mqtt_subscribe_failed", error=paho.error_string(result))
+        self._sub_mid = mid
+        self._connected.set()
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if mid != self._sub_mid:
+            return
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("mqtt_subscription_refused", reasons=[str(rc) for rc in reason_codes])
+            return
+        self.subscribed = True
+        self.metrics.mqtt_connected.set(1)
+        log.info(
+            "mqtt_subscribed", topic=self.settings.subscription, granted_qos=reason_codes[0].value
+        )
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._lock:
+            self.generation += 1
+        self.subscribed = False
+        self.metrics.mqtt_connected.set(0)
+        if not self._stop.is_set():
+            log.warning("mqtt_disconnected", reason=str(reason_code))
+        self._disconnected.set()
+        self._connected.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if not self.accepting:
+            return
+        self.metrics.received.inc()
+        loop = self._loop
+        assert loop is not None
+        self._deliver(
+            Incoming(
+                mid=message.mid if message.qos else 0,
+                qos=message.qos,
+                generation=self.generation,
+                topic=message._topic.decode("utf-8", "replace"),
+                payload=bytes(message.payload),
+                received_at=datetime.now(UTC),
+                received_mono=loop.time(),
+            )
+        )
+
+    # ---- socket plumbing: paho's external-loop interface --------------------------------
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            fn()
+        else:
+            loop.call_soon_threadsafe(fn)
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: paho.SocketLike) -> None:
+        def register() -> None:
+            assert self._loop is not None
+            self._loop.add_reader(sock, client.loop_read)
+            if self._misc_task is None or self._misc_task.done():
+                self._misc_task = self._loop.create_task(self._misc_loop())
+
+        self._call(register)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: paho.SocketLike) -> None:
+        def unregister() -> None:
+            assert self._loop is not None
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(sock)
+                self._loop.remove_writer(sock)
+
+        self._call(unregister)
+
+    def _on_socket_register_write(
+        self, client: paho.Client, userdata: Any, sock: paho.SocketLike
+    ) -> None:
+        def register() -> None:
+            assert self._loop is not None
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.add_writer(sock, client.loop_write)
+
+        self._call(register)
+
+    def _on_socket_unregister_write(
+        self, client: paho.Client, userdata: Any, sock: paho.SocketLike
+    ) -> None:
+        def unregister() -> None:
+            assert self._loop is not None
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_writer(sock)
+
+        self._call(unregister)
+
+    async def _misc_loop(self) -> None:
+        """Keepalive pings, and the check that turns a frozen broker into a reconnect."""
+        while self.client.socket() is not None:
+            self.client.loop_misc()
+            await asyncio.sleep(1.0)

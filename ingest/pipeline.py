@@ -1,0 +1,122 @@
+"""The pipeline stage: decode (devices) → enrich from the registry → line protocol → batch.
+
+Owns the intake queue and the current batch. A batch is handed to delivery when it
+holds ``max_lines`` lines or its oldest message is ``max_age_s`` old, whichever first
+(Telegraf's flush on size *or* age). Every received message ends up in exactly one
+batch — as lines, as a dead letter, or as a bare acknowledgement — so acknowledgements
+leave in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import structlog
+
+import devices
+from devices import DeviceInfo, Ignored, Limits, Reason, Registry, Rejected
+from ingest.batch import Batch, DeadLetter, Source
+from ingest.metrics import Metrics
+from ingest.mqtt import Incoming
+
+log = structlog.get_logger("ingest.pipeline")
+
+STOP = None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        limits: Limits,
+        registry: Registry | None = None,
+        reject_unregistered: bool = False,
+        max_lines: int = 5000,
+        max_age_s: float = 0.2,
+    ) -> None:
+        self.metrics = metrics
+        self.limits = limits
+        self.registry = registry
+        self.reject_unregistered = reject_unregistered
+        self.max_lines = max_lines
+        self.max_age_s = max_age_s
+
+    async def run(
+        self, intake: asyncio.Queue[Incoming | None], out: asyncio.Queue[Batch | None]
+    ) -> None:
+        """Until the STOP sentinel: then flush what is left and pass STOP on."""
+        batch = Batch()
+        while True:
+            if intake.empty() and len(batch):
+                remaining = batch.first_received + self.max_age_s - time.monotonic()
+                if remaining <= 0:
+                    await out.put(batch)
+                    batch = Batch()
+                    continue
+                try:
+                    item = await asyncio.wait_for(intake.get(), remaining)
+                except TimeoutError:
+                    continue
+            else:
+                item = await intake.get()
+            if item is STOP:
+                if len(batch):
+                    await out.put(batch)
+                await out.put(STOP)
+                return
+            self.process(item, batch)
+            if len(batch.lines) >= self.max_lines:
+                await out.put(batch)
+                batch = Batch()
+
+    def process(self, msg: Incoming, batch: Batch) -> None:
+        if not batch.acks:
+            batch.first_received = msg.received_mono
+        batch.acks.append((msg.mid, msg.generation))
+        try:
+            message = devices.decode(msg.topic, msg.payload, msg.received_at, self.limits)
+            device = self._enrich(message)
+            lines = devices.encode(message, device)
+        except Rejected as rej:
+            batch.rejects.append(
+                DeadLetter(
+                    msg.topic, msg.payload, rej.reason, rej.detail, msg.received_at, rej.field
+                )
+            )
+            return
+        except Ignored:
+            self.metrics.ignored.inc()
+            return
+        self.metrics.accepted.inc()
+        if message.extra_fields:
+            self.metrics.extra_fields.inc(len(message.extra_fields))
+        batch.add_lines(Source(msg.topic, msg.payload, msg.received_at), lines)
+
+    def _enrich(self, message: devices.Message) -> DeviceInfo | None:
+        if self.registry is None:
+            return None
+        device = self.registry.get(message.topic.device_id)
+        if device is None:
+            if self.reject_unregistered:
+                raise Rejected(
+                    Reason.UNREGISTERED,
+                    f"device {message.topic.device_id!r} is not in the registry",
+                )
+            self.metrics.unregistered.inc()
+            return None
+        if device.kind != message.topic.kind or device.region != message.topic.region:
+            raise Rejected(
+                Reason.DEVICE_MISMATCH,
+                f"registry lists {device.device_id!r} as {device.kind} in {device.region}, "
+                f"topic says {message.topic.kind} in {message.topic.region}",
+            )
+        return device
+
+
+def limits_from(max_payload_bytes: int, max_age_s: int, strict: bool) -> Limits:
+    return Limits(
+        max_payload_bytes=max_payload_bytes, max_age=timedelta(seconds=max_age_s), strict=strict
+    )
