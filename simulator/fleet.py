@@ -1,0 +1,309 @@
+"""Fleet generation: which devices exist, where they stand and how they are configured.
+
+The fleet is deterministic for a seed, and each device's own random stream is derived from the seed
+and its id (:func:`device_rng`), so adding devices never changes the behaviour of the others.
+The fleet file written here is the one the ingest registry reads (``devices.Registry.load``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from simulator.clock import parse_duration
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    name: str
+    lat: float
+    lon: float
+    radius_km: float  # 1-sigma scatter of device positions around the centre
+    utc_offset_min: int  # local time of the devices (Kazakhstan is UTC+5 since 2024-03-01)
+    # Monthly mean air temperature, °C, Jan..Dec (approximate climate normals; assumption).
+    monthly_temp_c: tuple[float, ...]
+
+
+_KZ_OFFSET = 5 * 60
+
+# City centres (WGS84). Temperatures are rounded climate normals, used only for the sensor's
+# temperature channel.
+REGIONS: dict[str, Region] = {
+    r.name: r
+    for r in (
+        Region("almaty", 43.2389, 76.8897, 7.0, _KZ_OFFSET,
+               (-4.7, -3.0, 3.4, 11.3, 16.5, 21.6, 24.3, 23.3, 17.9, 10.4, 3.1, -2.3)),
+        Region("astana", 51.1694, 71.4491, 6.0, _KZ_OFFSET,
+               (-14.2, -13.8, -6.9, 5.0, 13.5, 19.2, 21.0, 18.8, 12.3, 3.8, -5.5, -11.6)),
+        Region("shymkent", 42.3417, 69.5901, 5.0, _KZ_OFFSET,
+               (-1.0, 1.1, 7.5, 14.2, 19.6, 25.1, 27.6, 25.9, 20.0, 12.6, 6.1, 0.9)),
+        Region("karaganda", 49.8047, 73.1094, 4.5, _KZ_OFFSET,
+               (-13.4, -12.8, -6.3, 5.0, 12.7, 18.4, 20.4, 18.2, 11.6, 3.7, -5.3, -10.9)),
+        Region("aktobe", 50.2839, 57.1660, 4.0, _KZ_OFFSET,
+               (-13.3, -12.6, -5.3, 7.5, 15.4, 20.6, 22.9, 21.0, 13.8, 5.3, -3.4, -10.0)),
+        Region("taraz", 42.9000, 71.3667, 3.5, _KZ_OFFSET,
+               (-3.8, -1.7, 5.3, 12.4, 17.6, 22.6, 25.0, 23.6, 17.8, 10.3, 3.3, -1.8)),
+        Region("pavlodar", 52.2873, 76.9674, 3.5, _KZ_OFFSET,
+               (-15.5, -14.8, -7.6, 5.6, 13.7, 19.9, 21.6, 19.3, 12.6, 4.3, -5.9, -12.8)),
+        Region("oskemen", 49.9483, 82.6275, 3.5, _KZ_OFFSET,
+               (-15.0, -13.6, -6.0, 6.1, 13.5, 18.8, 20.6, 18.6, 12.2, 4.8, -4.7, -12.0)),
+        Region("atyrau", 47.1167, 51.8833, 3.5, _KZ_OFFSET,
+               (-7.5, -7.0, 0.5, 11.2, 18.9, 24.4, 27.0, 25.2, 17.8, 9.3, 1.0, -5.2)),
+        Region("kostanay", 53.2144, 63.6246, 3.5, _KZ_OFFSET,
+               (-15.6, -14.9, -7.6, 5.5, 13.9, 19.4, 21.0, 18.8, 12.1, 3.8, -5.8, -12.8)),
+        Region("kyzylorda", 44.8528, 65.5092, 3.0, _KZ_OFFSET,
+               (-6.6, -4.9, 2.9, 13.0, 20.1, 25.6, 27.6, 25.5, 18.3, 9.7, 1.7, -4.3)),
+        Region("oral", 51.2333, 51.3667, 3.0, _KZ_OFFSET,
+               (-10.8, -10.2, -3.8, 8.3, 16.0, 20.8, 22.7, 21.0, 14.2, 6.0, -2.3, -8.1)),
+        Region("aktau", 43.6500, 51.1667, 3.0, _KZ_OFFSET,
+               (-1.5, -1.2, 3.7, 10.8, 18.0, 23.6, 26.9, 26.0, 20.2, 12.9, 5.7, 0.9)),
+        Region("petropavl", 54.8667, 69.1500, 3.0, _KZ_OFFSET,
+               (-16.6, -15.5, -8.5, 4.2, 12.7, 18.3, 19.8, 17.4, 11.2, 3.0, -6.6, -13.7)),
+        Region("turkistan", 43.3017, 68.2517, 2.5, _KZ_OFFSET,
+               (-2.6, -0.3, 7.0, 15.1, 21.3, 26.9, 28.9, 26.9, 20.4, 12.3, 5.1, -0.6)),
+        Region("kokshetau", 53.2833, 69.3833, 2.5, _KZ_OFFSET,
+               (-14.3, -13.6, -7.2, 4.6, 12.5, 17.9, 19.5, 17.4, 11.4, 3.3, -5.6, -11.8)),
+        Region("taldykorgan", 45.0167, 78.3667, 2.5, _KZ_OFFSET,
+               (-8.1, -6.5, 1.6, 11.4, 17.1, 21.9, 24.1, 22.8, 17.0, 9.1, 0.8, -5.6)),
+    )
+}  # fmt: skip
+
+SITES = ("residential", "commercial", "park", "transit")
+FRACTIONS = ("mixed", "plastic", "paper", "glass", "metal", "organic")
+
+# Assumptions (no public figure found), all overridable on the command line.
+ECOBOX_SITE_MIX = {"residential": 0.45, "commercial": 0.25, "park": 0.15, "transit": 0.15}
+RVM_SITE_MIX = {"commercial": 0.70, "transit": 0.20, "residential": 0.10, "park": 0.0}
+ECOBOX_FRACTION_MIX = {
+    "mixed": 0.40,
+    "plastic": 0.25,
+    "paper": 0.15,
+    "glass": 0.10,
+    "metal": 0.05,
+    "organic": 0.05,
+}
+ECOBOX_CAPACITIES_L = {120: 0.25, 240: 0.45, 660: 0.20, 1100: 0.10}
+RVM_CAPACITY_L = 150  # storage behind the intake: ~500 PET bottles compacted 2.5:1 (CALIBRATION)
+RVM_FRACTION = "mixed"
+
+# Demo defaults (see docs/simulator.md): real ultrasonic battery sensors report every 4–12 h
+# (CALIBRATION: binsentry, Wyndham feed); at that cadence a one-minute demo would show one
+# reading per bin, so runs default to 15 minutes and ``--report-interval 4h-12h`` gives the
+# real cadence.
+DEFAULT_ECOBOX_INTERVAL = "15m"
+REAL_ECOBOX_INTERVAL = "4h-12h"
+DEFAULT_RVM_INTERVAL = "15m"  # mains-powered, always online (assumption)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """One row of the fleet file (the registry's columns, in its order)."""
+
+    device_id: str
+    kind: str  # "ecobox" | "rvm"
+    region: str
+    lat: float
+    lon: float
+    capacity_l: float
+    fraction: str
+    site: str
+    report_interval_s: int
+
+
+COLUMNS = tuple(f.name for f in fields(DeviceSpec))
+
+
+def device_rng(seed: int, device_id: str, stream: int = 0) -> np.random.Generator:
+    """A generator private to one device, stable across fleet sizes and orderings."""
+    return np.random.default_rng(
+        np.random.SeedSequence([seed & 0xFFFFFFFF, zlib.crc32(device_id.encode()), stream])
+    )
+
+
+def parse_interval(spec: str) -> tuple[float, float]:
+    """``"15m"`` → (900, 900); ``"4h-12h"`` → (14400, 43200): each device draws from the range."""
+    if "-" in spec.strip().lstrip("-"):
+        low_text, high_text = spec.split("-", 1)
+        low, high = parse_duration(low_text), parse_duration(high_text)
+    else:
+        low = high = parse_duration(spec)
+    if low <= 0 or high < low:
+        raise ValueError(f"bad report interval {spec!r}: need 0 < low <= high")
+    return low, high
+
+
+def parse_mix(spec: str, allowed: Iterable[str]) -> dict[str, float]:
+    """``"residential=0.5,park=0.5"`` → normalised weights; unknown names are an error."""
+    known = set(allowed)
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in known:
+            raise ValueError(
+                f"unknown name {name!r} in {spec!r} (known: {', '.join(sorted(known))})"
+            )
+        weights[name] = float(value) if value else 1.0
+        if weights[name] < 0 or not math.isfinite(weights[name]):
+            raise ValueError(f"bad weight for {name!r} in {spec!r}")
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"mix {spec!r} has no positive weight")
+    return {k: v / total for k, v in weights.items()}
+
+
+def parse_regions(spec: str) -> list[str]:
+    names = [n.strip().lower() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in REGIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown region(s) {', '.join(unknown)}; known: {', '.join(sorted(REGIONS))}"
+        )
+    if not names:
+        raise ValueError("no region given")
+    return list(dict.fromkeys(names))
+
+
+def _split(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _choose(rng: np.random.Generator, mix: dict[str, float]) -> str:
+    names = sorted(mix)
+    probs = np.array([mix[n] for n in names])
+    return names[int(rng.choice(len(names), p=probs / probs.sum()))]
+
+
+def _interval(rng: np.random.Generator, bounds: tuple[float, float]) -> int:
+    low, high = bounds
+    if low == high:
+        return max(1, round(low))
+    value = rng.uniform(low, high)
+    step = 300 if low >= 600 else 1  # real devices are configured in round minutes
+    return max(1, round(value / step) * step)
+
+
+def _place(rng: np.random.Generator, region: Region) -> tuple[float, float]:
+    north_km, east_km = rng.normal(0.0, region.radius_km, size=2)
+    lat = region.lat + north_km / 111.32
+    lon = region.lon + east_km / (111.32 * math.cos(math.radians(region.lat)))
+    return round(float(lat), 6), round(float(lon), 6)
+
+
+def generate(
+    *,
+    ecoboxes: int,
+    rvms: int,
+    regions: Sequence[str],
+    seed: int = 0,
+    ecobox_interval: str = DEFAULT_ECOBOX_INTERVAL,
+    rvm_interval: str = DEFAULT_RVM_INTERVAL,
+    site_mix: dict[str, float] | None = None,
+    fraction_mix: dict[str, float] | None = None,
+) -> list[DeviceSpec]:
+    """Spread ``ecoboxes`` and ``rvms`` evenly over ``regions`` (the first regions get the rest).
+
+    Ids are ``eb-{region}-0001`` and ``rvm-{region}-001`` (wider when a region has more devices).
+    """
+    if ecoboxes < 0 or rvms < 0:
+        raise ValueError("device counts must be >= 0")
+    names = parse_regions(",".join(regions))
+    eb_bounds, rvm_bounds = parse_interval(ecobox_interval), parse_interval(rvm_interval)
+    sites = site_mix or ECOBOX_SITE_MIX
+    fracs = fraction_mix or ECOBOX_FRACTION_MIX
+    capacities = {str(k): v for k, v in ECOBOX_CAPACITIES_L.items()}
+    out: list[DeviceSpec] = []
+    for name, n_eb, n_rvm in zip(
+        names, _split(ecoboxes, len(names)), _split(rvms, len(names)), strict=True
+    ):
+        region = REGIONS[name]
+        eb_width = max(4, len(str(n_eb)))
+        for i in range(1, n_eb + 1):
+            device_id = f"eb-{name}-{i:0{eb_width}d}"
+            rng = device_rng(seed, device_id, stream=1)
+            lat, lon = _place(rng, region)
+            out.append(
+                DeviceSpec(
+                    device_id=device_id,
+                    kind="ecobox",
+                    region=name,
+                    lat=lat,
+                    lon=lon,
+                    capacity_l=float(_choose(rng, capacities)),
+                    fraction=_choose(rng, fracs),
+                    site=_choose(rng, sites),
+                    report_interval_s=_interval(rng, eb_bounds),
+                )
+            )
+        rvm_width = max(3, len(str(n_rvm)))
+        for i in range(1, n_rvm + 1):
+            device_id = f"rvm-{name}-{i:0{rvm_width}d}"
+            rng = device_rng(seed, device_id, stream=1)
+            lat, lon = _place(rng, region)
+            out.append(
+                DeviceSpec(
+                    device_id=device_id,
+                    kind="rvm",
+                    region=name,
+                    lat=lat,
+                    lon=lon,
+                    capacity_l=float(RVM_CAPACITY_L),
+                    fraction=RVM_FRACTION,
+                    site=_choose(rng, RVM_SITE_MIX),
+                    report_interval_s=_interval(rng, rvm_bounds),
+                )
+            )
+    return out
+
+
+def write(specs: Sequence[DeviceSpec], path: str | Path) -> None:
+    """CSV or JSON (by extension: ``.json`` → a JSON array of objects, anything else → CSV)."""
+    target = Path(path)
+    rows = [asdict(s) for s in specs]
+    if target.suffix.lower() == ".json":
+        target.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+        return
+    with target.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read(path: str | Path) -> list[DeviceSpec]:
+    """Read a fleet file for the simulator.
+
+    Validation is the registry's job: the CLI loads the file with ``devices.Registry.load``
+    first, so this only converts the already-valid rows.
+    """
+    source = Path(path)
+    text = source.read_text(encoding="utf-8")
+    raw: list[dict[str, object]]
+    if source.suffix.lower() == ".json":
+        loaded = json.loads(text)
+        raw = loaded["devices"] if isinstance(loaded, dict) else loaded
+    else:
+        raw = [dict(row) for row in csv.DictReader(text.splitlines())]
+    specs = []
+    for row in raw:
+        specs.append(
+            DeviceSpec(
+                device_id=str(row["device_id"]),
+                kind=str(row["kind"]),
+                region=str(row["region"]),
+                lat=float(str(row["lat"])),
+                lon=float(str(row["lon"])),
+                capacity_l=float(str(row.get("capacity_l") or 0)),
+                fraction=str(row.get("fraction") or ""),
+                site=str(row.get("site") or "residential"),
+                report_interval_s=int(float(str(row.get("report_interval_s") or 900))),
+            )
+        )
+    return specs
