@@ -7,6 +7,8 @@ human ``detail`` for the firmware engineer reading the dead-letter store.
     Exception
      └── TazaDeviceError
           ├── Rejected            a message broke the device contract (decode)
+          ├── Ignored             not a device message: the reserved ``alerts`` namespace, or an
+          │                       empty payload that clears a retained ``state`` (decode)
           └── RegistryError       the fleet file is invalid (load time, with line and field)
 """
 
@@ -54,8 +56,26 @@ class Rejected(TazaDeviceError):
         self.field = field
 
 
+class Ignored(TazaDeviceError):
+    """Not a device message, so neither stored nor counted as a rejection.
+
+    Raised for the reserved namespaces (``taza/v1/alerts/...``, which the service itself
+    publishes to crews and which the intake filter ``taza/v1/+/+/+/+`` also matches) and for an
+    empty ``state`` payload, which is how an operator clears a retained presence message.
+    """
+
+    def __init__(self, topic: str, detail: str) -> None:
+        super().__init__(f"ignored {topic!r}: {detail}")
+        self.topic = topic
+        self.detail = detail
+
+
 class RegistryError(TazaDeviceError):
-    """The fleet file is invalid; ``line`` is 1-based (CSV line or JSON array index + 1)."""
+    """The fleet file is invalid.
+
+    ``line`` is 1-based: the CSV line, or for JSON the line on which the device's object starts
+    (the detail also names its array index).
+    """
 
     def __init__(self, path: str, line: int | None, field: str | None, detail: str) -> None:
         where = path + (f":{line}" if line is not None else "") + (f" [{field}]" if field else "")

@@ -1,0 +1,176 @@
+"""A :class:`~devices.Message` -> InfluxDB line protocol (ns precision), the public schema.
+
+Hot path: one call per message, so tag values are escaped once and cached, and lines are
+built with f-strings. Escaping follows what InfluxDB 1.x actually parses (measured against
+influxd 1.6.7, see docs/protocol.md): in tag values a backslash is literal unless it precedes
+``,`` ``=`` or space, so those three get one backslash each and backslashes are left alone; a
+tag value ending in a backslash or holding a newline cannot be written at all (``ValueError``).
+String fields escape ``\\`` and ``"``; a newline cannot be written in any value (``ValueError``).
+Numbers: float fields always in float syntax (``50.0``), integers with ``i``, so a field never
+changes type between points (InfluxDB would reject every later point of the other type).
+
+Timestamp of every point: ``ts_ms * 10**6 + (seq % 10_000) * 100 + item_index`` ns, so two
+messages of one device in the same millisecond (different ``seq``) never overwrite each other,
+while a redelivered copy writes identical points.
+"""
+
+from __future__ import annotations
+
+from devices.message import Deposit, Fill, Message, Presence, Status
+from devices.registry import DeviceInfo
+from devices.schema import MAX_ITEMS
+
+SEQ_SLOTS = 10_000
+SLOT_NS = 100
+_MIN_NS = -9_223_372_036_854_775_806
+_MAX_NS = 9_223_372_036_854_775_806
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+_tag_cache: dict[str, str] = {}
+_TAG_CACHE_MAX = 100_000
+
+
+def tag_value(value: str) -> str:
+    """Escape a tag value (``,`` ``=`` space); ``ValueError`` if InfluxDB cannot hold it."""
+    cached = _tag_cache.get(value)
+    if cached is not None:
+        return cached
+    if not value:
+        raise ValueError("a tag value cannot be empty (omit the tag instead)")
+    if "\n" in value:
+        raise ValueError(f"a tag value cannot contain a newline: {value!r}")
+    if value.endswith("\\"):
+        raise ValueError(f"a tag value cannot end with a backslash: {value!r}")
+    escaped = value.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    if len(_tag_cache) >= _TAG_CACHE_MAX:
+        _tag_cache.clear()
+    _tag_cache[value] = escaped
+    return escaped
+
+
+def string_field(value: str) -> str:
+    """A quoted string field value (``\\`` and ``"`` escaped); ``ValueError`` on a newline."""
+    if "\\" in value or '"' in value or "\n" in value:
+        if "\n" in value:
+            raise ValueError(f"a string field cannot contain a newline: {value!r}")
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{value}"'
+
+
+def float_field(value: float) -> str:
+    """Always float syntax (``50.0``, ``1e-05``); ``ValueError`` for NaN and infinities."""
+    if value - value != 0.0:
+        raise ValueError(f"{value!r} cannot be written (line protocol has no NaN or infinity)")
+    return repr(float(value))
+
+
+def int_field(value: int) -> str:
+    """``<n>i``; ``ValueError`` outside int64 or for a bool (which is an int in Python)."""
+    if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"{value!r} is not an int64 integer")
+    return f"{value}i"
+
+
+def timestamp_ns(message: Message, item_index: int = 0) -> int:
+    """The time of a message's points; see the module docstring for why it has this shape."""
+    seq = message.seq
+    ns = message.ts_ms * 1_000_000 + item_index
+    if seq is not None:
+        ns += (seq % SEQ_SLOTS) * SLOT_NS
+    if not _MIN_NS <= ns <= _MAX_NS:
+        raise ValueError(f"ts {message.ts_ms} ms is outside the database's time range")
+    return ns
+
+
+def encode(message: Message, device: DeviceInfo | None = None) -> list[str]:
+    """The line-protocol lines of one message (no trailing newline).
+
+    Tags ``device_id``, ``kind``, ``region`` come from the topic; ``fraction`` and ``site``
+    from ``device`` when given (registered devices). Tags are written sorted by key, which is
+    the order InfluxDB stores them in.
+    """
+    t = message.topic
+    # Tags sorted by key: device_id, fraction, kind, material, region, site.
+    head = f"device_id={tag_value(t.device_id)}"
+    tail = f"region={tag_value(t.region)}"
+    if device is not None:
+        if device.fraction:
+            head += f",fraction={tag_value(device.fraction)}"
+        if device.site:
+            tail += f",site={tag_value(device.site)}"
+    head += f",kind={tag_value(t.kind)}"
+    tags = f"{head},{tail}"
+    ts = timestamp_ns(message)
+    body = message.body
+    seq = message.seq
+
+    if type(body) is Fill:
+        f = f"fill_pct={float_field(body.fill_pct)}"
+        if body.distance_mm is not None:
+            f += f",distance_mm={float_field(body.distance_mm)}"
+        if body.temperature_c is not None:
+            f += f",temperature_c={float_field(body.temperature_c)}"
+        if body.tilt_deg is not None:
+            f += f",tilt_deg={float_field(body.tilt_deg)}"
+        return [f"fill,{tags} {f},seq={_seq(seq)} {ts}"]
+
+    if type(body) is Status:
+        f = ""
+        if body.battery_v is not None:
+            f += f"battery_v={float_field(body.battery_v)},"
+        if body.battery_pct is not None:
+            f += f"battery_pct={float_field(body.battery_pct)},"
+        if body.rssi_dbm is not None:
+            f += f"rssi_dbm={float_field(body.rssi_dbm)},"
+        if body.temperature_c is not None:
+            f += f"temperature_c={float_field(body.temperature_c)},"
+        if body.uptime_s is not None:
+            f += f"uptime_s={int_field(body.uptime_s)},"
+        if body.firmware is not None:
+            f += f"firmware={string_field(body.firmware)},"
+        f += (
+            f"faults={string_field(','.join(sorted(body.faults)))},fault_count={len(body.faults)}i,"
+        )
+        if body.mode is not None:
+            f += f"mode={string_field(body.mode)},"
+        lines = [f"status,{tags} {f}seq={_seq(seq)} {ts}"]
+        for material, pct in body.bins:
+            lines.append(
+                f"rvm_bin,{head},material={tag_value(material)},{tail} "
+                f"fill_pct={float_field(pct)} {ts}"
+            )
+        return lines
+
+    if type(body) is Deposit:
+        if not 0 < len(body.items) <= MAX_ITEMS:
+            raise ValueError(f"a deposit has 1..{MAX_ITEMS} items, got {len(body.items)}")
+        txn = string_field(body.txn_id)
+        lines = []
+        total = 0
+        for i, item in enumerate(body.items):
+            total += item.count
+            vol = "" if item.volume_ml is None else f",volume_ml={int_field(item.volume_ml)}"
+            lines.append(
+                f"deposit,{head},material={tag_value(item.material)},{tail} "
+                f"count={int_field(item.count)}{vol},txn_id={txn},item={i}i {ts + i}"
+            )
+        lines.append(
+            f"deposit,{tags} txn_id={txn},items={int_field(total)},"
+            f"rejected={int_field(body.rejected)},refund_minor={int_field(body.refund_minor)},"
+            f"currency={string_field(body.currency)},seq={_seq(seq)} {ts}"
+        )
+        return lines
+
+    if type(body) is Presence:
+        if body.online:
+            return [f'state,{tags} online=true,status="online" {ts}']
+        return [f'state,{tags} online=false,status="offline" {ts}']
+
+    raise TypeError(f"cannot encode {type(body).__name__}")
+
+
+def _seq(seq: int | None) -> str:
+    if seq is None:
+        raise ValueError("a JSON channel's message needs a seq")
+    return int_field(seq)

@@ -1,0 +1,126 @@
+"""Device timestamps: RFC 3339 with an offset, or integer epoch milliseconds, to epoch ms.
+
+Hand-written rather than ``datetime.fromisoformat``: since Python 3.11 that accepts far more
+than RFC 3339 (dates without time, week dates, no offset), and a timestamp without an offset
+is ambiguous on a device that may not know its time zone.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+
+from devices.errors import Reason, Rejected
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # \d must not match other scripts' digits, which int() would accept
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_MS_PER_DAY = 86_400_000
+
+# The database stores int64 nanoseconds; a point's time is ts_ms * 10**6 plus < 10**6 ns.
+MIN_TS_MS = -9_223_372_036_854
+MAX_TS_MS = 9_223_372_036_853
+
+
+def received_ms(received_at: datetime) -> int:
+    """Exact epoch milliseconds of an aware datetime (floor), without float rounding."""
+    try:
+        return (received_at - _EPOCH) // _ONE_MS
+    except TypeError:
+        raise ValueError(
+            f"received_at must be a timezone-aware datetime: {received_at!r}"
+        ) from None
+
+
+def parse_rfc3339(text: str) -> int:
+    """Epoch milliseconds of an RFC 3339 date-time with offset; fractions below 1 ms are cut."""
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise Rejected(
+            Reason.BAD_TS,
+            f"ts {_show(text)} is not RFC 3339 with an offset (e.g. 2024-05-01T12:00:00.250+05:00)",
+            field="ts",
+        )
+    y, mo, d, h, mi, s, frac, z, sign, oh, om = m.groups()
+    hour, minute, second = int(h), int(mi), int(s)
+    try:
+        days = date(int(y), int(mo), int(d)).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        raise Rejected(
+            Reason.BAD_TS, f"ts {_show(text)} is not a calendar date", field="ts"
+        ) from None
+    if hour > 23 or minute > 59 or second > 59:
+        # RFC 3339 allows a leap second (:60); epoch time has no place for it.
+        raise Rejected(Reason.BAD_TS, f"ts {_show(text)} is not a valid time of day", field="ts")
+    ms = days * _MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000
+    if frac is not None:
+        ms += int((frac + "00")[:3])
+    if z is None:
+        off_h, off_m = int(oh), int(om)
+        if off_h > 23 or off_m > 59:
+            raise Rejected(Reason.BAD_TS, f"ts {_show(text)} has an invalid offset", field="ts")
+        off = (off_h * 60 + off_m) * 60_000
+        ms = ms - off if sign == "+" else ms + off
+    return ms
+
+
+def ts_to_ms(value: object) -> int:
+    """The ``ts`` field as epoch milliseconds: an RFC 3339 string or a JSON integer (not bool)."""
+    if type(value) is int:
+        ms = value
+    elif type(value) is str:
+        ms = parse_rfc3339(value)
+    else:
+        raise Rejected(
+            Reason.BAD_TS,
+            f"ts must be an RFC 3339 string or integer epoch milliseconds, got {_kind(value)}",
+            field="ts",
+        )
+    if ms < MIN_TS_MS or ms > MAX_TS_MS:
+        raise Rejected(
+            Reason.BAD_TS, f"ts {ms} ms is outside what the database can store", field="ts"
+        )
+    return ms
+
+
+def check_window(ts_ms: int, now_ms: int, max_age_ms: int, max_future_ms: int) -> None:
+    """Reject timestamps too far ahead of or behind the receive time (both bounds inclusive)."""
+    if ts_ms > now_ms + max_future_ms:
+        raise Rejected(
+            Reason.TS_IN_FUTURE,
+            f"ts is {_dur(ts_ms - now_ms)} ahead of the receive time (limit {_dur(max_future_ms)})",
+            field="ts",
+        )
+    if ts_ms < now_ms - max_age_ms:
+        hint = " (epoch seconds instead of milliseconds?)" if 0 <= ts_ms < 10**11 else ""
+        raise Rejected(
+            Reason.TS_TOO_OLD,
+            f"ts is {_dur(now_ms - ts_ms)} older than the receive time (limit {_dur(max_age_ms)})"
+            + hint,
+            field="ts",
+        )
+
+
+def _dur(ms: int) -> str:
+    if ms < 120_000:
+        return f"{ms / 1000:g} s"
+    if ms < 7_200_000:
+        return f"{ms / 60_000:.1f} min"
+    if ms < 172_800_000:
+        return f"{ms / 3_600_000:.1f} h"
+    return f"{ms / _MS_PER_DAY:.1f} days"
+
+
+def _kind(value: object) -> str:
+    return {bool: "boolean", float: "number with a fraction or exponent", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _show(s: str, limit: int = 40) -> str:
+    return repr(s) if len(s) <= limit else repr(s[:limit]) + "…"
