@@ -112,6 +112,32 @@ def _tcp_open(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def _listens(pid: int, port: int) -> bool | None:
+    """Whether process `pid` holds the listening socket on `port` (None: /proc cannot tell).
+
+    A probe that succeeds could be answered by someone else's server that grabbed the port.
+    """
+    try:
+        inodes: set[str] = set()
+        for table in ("tcp", "tcp6"):
+            path = Path(f"/proc/{pid}/net/{table}")
+            if not path.exists():
+                continue
+            for line in path.read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+        if not inodes:
+            return False
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return True
+        return False
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 # No proxies: an http_proxy in the environment must never see loopback test traffic.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -365,7 +391,7 @@ class Server:
                 self._reaped = True
                 _live.discard(self)
                 return f"exited with code {proc.returncode} before it was ready"
-            if self._ready() and proc.poll() is None:
+            if self._ready() and _listens(proc.pid, self.port) is not False:
                 return None
             if time.monotonic() > deadline:
                 self.kill()
