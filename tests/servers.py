@@ -40,6 +40,7 @@ __all__ = [
     "VictoriaMetrics",
     "find_binary",
     "free_port",
+    "quote_ident",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
