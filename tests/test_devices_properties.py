@@ -1,0 +1,314 @@
+"""Property tests of the contract: decode never crashes, and what it accepts encodes as promised."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import devices
+from devices import (
+    Channel,
+    Deposit,
+    DeviceInfo,
+    Fill,
+    Ignored,
+    Item,
+    Kind,
+    Limits,
+    Message,
+    Presence,
+    Rejected,
+    Status,
+    Topic,
+)
+from devices.construct import fast_constructor
+
+NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+NOW_MS = 1_777_636_800_000
+ROOMY = Limits(max_payload_bytes=1 << 20)
+FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# -- valid messages -------------------------------------------------------------------------
+
+regions = st.from_regex(r"[a-z][a-z0-9-]{0,31}", fullmatch=True).filter(lambda r: r != "alerts")
+device_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", fullmatch=True)
+ts_ms = st.integers(NOW_MS - 7 * 86_400_000, NOW_MS + 5 * 60_000)
+seqs = st.integers(0, 2**32 - 1)
+no_control = st.characters(blacklist_categories=("Cs", "Cc"))
+texts = st.text(no_control, min_size=1, max_size=64)
+
+
+def num(lo: float, hi: float) -> st.SearchStrategy[float]:
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False)
+
+
+def opt(s: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.none() | s
+
+
+fills = st.builds(
+    Fill,
+    fill_pct=num(0, 100),
+    distance_mm=opt(num(0, 10_000)),
+    temperature_c=opt(num(-50, 150)),
+    tilt_deg=opt(num(0, 180)),
+)
+
+
+@st.composite
+def statuses(draw: st.DrawFn, kind: Kind) -> Status:
+    rvm = kind is Kind.RVM
+    bins = draw(st.dictionaries(st.sampled_from(sorted(devices.MATERIALS)), num(0, 100)))
+    return Status(
+        battery_v=draw(opt(num(0, 15))),  # type: ignore[arg-type]
+        battery_pct=draw(opt(num(0, 100))),  # type: ignore[arg-type]
+        rssi_dbm=draw(opt(num(-150, 0))),  # type: ignore[arg-type]
+        temperature_c=draw(opt(num(-50, 150))),  # type: ignore[arg-type]
+        uptime_s=draw(opt(st.integers(0, 2**32 - 1))),  # type: ignore[arg-type]
+        firmware=draw(opt(st.text(no_control, min_size=1, max_size=32))),  # type: ignore[arg-type]
+        faults=tuple(sorted(draw(st.sets(st.sampled_from(sorted(devices.FAULT_CODES)))))),
+        bins=tuple(sorted(bins.items())) if rvm else (),
+        mode=draw(opt(st.sampled_from(sorted(devices.MODES)))) if rvm else None,  # type: ignore[arg-type]
+    )
+
+
+items = st.builds(
+    Item,
+    material=st.sampled_from(sorted(devices.MATERIALS)),
+    count=st.integers(1, 1000),
+    volume_ml=opt(st.integers(1, 10_000)),
+)
+deposits = st.builds(
+    Deposit,
+    txn_id=texts,
+    items=st.lists(items, min_size=1, max_size=devices.MAX_ITEMS).map(tuple),
+    rejected=st.integers(0, 100_000),
+    refund_minor=st.integers(0, 2**63 - 1),
+    currency=st.from_regex(r"[A-Z]{3}", fullmatch=True),
+)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> Message:
+    kind = draw(st.sampled_from(Kind))
+    channel = draw(st.sampled_from(sorted(devices.CHANNELS[kind])))
+    topic = Topic(draw(regions), kind, draw(device_ids), channel)
+    if channel is Channel.STATE:
+        return Message(topic, NOW_MS, None, Presence(draw(st.booleans())))
+    body: devices.Body
+    if channel is Channel.FILL:
+        body = draw(fills)
+    elif channel is Channel.STATUS:
+        body = draw(statuses(kind))
+    else:
+        body = draw(deposits)
+    return Message(topic, draw(ts_ms), draw(seqs), body)
+
+
+def expected_lines(m: Message) -> int:
+    if isinstance(m.body, Status):
+        return 1 + len(m.body.bins)
+    if isinstance(m.body, Deposit):
+        return len(m.body.items) + 1
+    return 1
+
+
+sites = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=64).filter(
+    lambda s: "\\" not in s and s.isprintable()
+)
+
+
+def device_for(m: Message, site: str, fraction: str | None) -> DeviceInfo:
+    t = m.topic
+    return DeviceInfo(t.device_id, t.kind, t.region, 0.0, 0.0, 1.0, fraction, site, 60)
+
+
+@FAST
+@given(messages())
+def test_valid_messages_round_trip_through_their_payload(m: Message) -> None:
+    assert devices.decode(str(m.topic), devices.to_payload(m), NOW, ROOMY) == m
+
+
+@FAST
+@given(m=messages(), site=sites, fraction=st.none() | st.sampled_from(sorted(devices.FRACTIONS)))
+def test_accepted_messages_encode_to_the_intended_number_of_lines(
+    m: Message, site: str, fraction: str | None
+) -> None:
+    decoded = devices.decode(str(m.topic), devices.to_payload(m), NOW, ROOMY)
+    lines = devices.encode(decoded, device_for(m, site, fraction))
+    assert len(lines) == expected_lines(m)
+    assert all("\n" not in line for line in lines)
+    assert len(devices.encode(decoded)) == expected_lines(m)
+
+
+@FAST
+@given(messages())
+def test_redelivery_writes_identical_lines(m: Message) -> None:
+    payload = devices.to_payload(m)
+    first = devices.encode(devices.decode(str(m.topic), payload, NOW, ROOMY))
+    again = devices.encode(devices.decode(str(m.topic), bytes(payload), NOW, ROOMY))
+    assert first == again
+
+
+@FAST
+@given(m=messages(), other=seqs)
+def test_messages_differing_only_in_seq_never_share_a_timestamp(m: Message, other: int) -> None:
+    assume(m.seq is not None and other % 10_000 != m.seq % 10_000)
+    twin = dataclasses.replace(m, seq=other)
+    times = {int(line.rsplit(" ", 1)[1]) for line in devices.encode(m)}
+    twin_times = {int(line.rsplit(" ", 1)[1]) for line in devices.encode(twin)}
+    assert not times & twin_times
+
+
+# -- anything at all ------------------------------------------------------------------------
+
+
+def attempt(topic: str, payload: bytes, limits: Limits) -> Message | Rejected | Ignored:
+    """decode's outcome as a value; any other exception propagates and fails the test."""
+    try:
+        return devices.decode(topic, payload, NOW, limits)
+    except (Rejected, Ignored) as e:
+        return e
+
+
+FIELD_NAMES = sorted(
+    {name for spec in devices.schema.SPECS.values() for name in spec.fields}
+    | {"ts", "seq", "device_id", "items", "material", "count", "volume_ml"}
+)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["2026-05-01T12:00:00Z", "pet", "jam", "ok", "online"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "ts": st.one_of(ts_ms, json_values),
+        "seq": st.one_of(seqs, json_values),
+        **{name: json_values for name in FIELD_NAMES if name not in ("ts", "seq")},
+    },
+).flatmap(
+    lambda d: st.dictionaries(st.text(max_size=8), json_values, max_size=3).map(
+        lambda extra: {**extra, **d}
+    )
+)
+topics = st.one_of(
+    st.builds(
+        "taza/v1/{}/{}/{}/{}".format,
+        st.sampled_from(["almaty", "alerts", "Almaty", "x" * 33]),
+        st.sampled_from(["ecobox", "rvm", "bin"]),
+        st.sampled_from(["eb-1", "rvm_7", "-bad", "a/b"]),
+        st.sampled_from(["fill", "status", "deposit", "state", "alerts", ""]),
+    ),
+    st.text(max_size=40),
+)
+payloads = st.one_of(
+    st.binary(max_size=300),
+    documents.map(lambda d: json.dumps(d).encode()),
+    messages().map(devices.to_payload),
+    st.sampled_from([b"online", b"offline", b"", b"\xff", b"[" * 3000, b"1e999"]),
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(topic=topics, payload=payloads, strict=st.booleans())
+def test_any_bytes_on_any_topic_give_a_message_or_a_named_refusal(
+    topic: str, payload: bytes, strict: bool
+) -> None:
+    outcome = attempt(topic, payload, Limits(strict=strict))
+    if isinstance(outcome, Rejected):
+        assert isinstance(outcome.reason, devices.Reason)
+        assert outcome.detail
+    elif isinstance(outcome, Message):
+        assert len(devices.encode(outcome)) == expected_lines(outcome)
+
+
+_DELETE = object()
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A valid message's payload with one to three fields replaced, added or deleted."""
+    m = draw(messages().filter(lambda m: m.topic.channel is not Channel.STATE))
+    doc = json.loads(devices.to_payload(m))
+    for _ in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from([*FIELD_NAMES, *doc]) | st.text(max_size=6))
+        value = draw(json_values | st.just(_DELETE))
+        if name == "items" and isinstance(doc.get("items"), list) and draw(st.booleans()):
+            entry = dict(draw(st.sampled_from(doc["items"])))
+            key = draw(st.sampled_from(["material", "count", "volume_ml", "x"]))
+            if value is _DELETE:
+                entry.pop(key, None)
+            else:
+                entry[key] = value
+            doc["items"] = [*doc["items"], entry]
+        elif value is _DELETE:
+            doc.pop(name, None)
+        else:
+            doc[name] = value
+    return str(m.topic), json.dumps(doc).encode()
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=mutated(), strict=st.booleans())
+def test_mutated_valid_payloads_never_crash(case: tuple[str, bytes], strict: bool) -> None:
+    topic, payload = case
+    outcome = attempt(topic, payload, Limits(max_payload_bytes=1 << 20, strict=strict))
+    assert not isinstance(outcome, Ignored)
+    if isinstance(outcome, Message):
+        assert len(devices.encode(outcome)) == expected_lines(outcome)
+    else:
+        assert outcome.detail
+
+
+# -- the fast constructors the decoder uses -------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [Fill, Status, Item, Deposit, Presence, Message, Topic])
+def test_fast_constructors_build_equal_objects(cls: type) -> None:
+    make: object = fast_constructor(cls)
+    assert make is not cls
+    fields = dataclasses.fields(cls)
+    sample: dict[type, object] = {
+        Fill: Fill(1.0, 2.0),
+        Status: Status(faults=("jam",)),
+        Item: Item("pet", 1),
+        Deposit: Deposit("t", (Item("pet", 1),)),
+        Presence: Presence(True),
+        Message: Message(Topic("a", Kind.RVM, "d", Channel.STATE), 1, None, Presence(True)),
+        Topic: Topic("a", Kind.RVM, "d", Channel.STATE),
+    }
+    original = sample[cls]
+    kwargs = {f.name: getattr(original, f.name) for f in fields}
+    assert callable(make)
+    built = make(**kwargs)
+    assert built == original
+    assert hash(built) == hash(original)
+    assert type(built) is cls
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(built, fields[0].name, None)
+
+
+def test_fast_constructor_falls_back_for_classes_with_post_init() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        x: int
+
+        def __post_init__(self) -> None:
+            if self.x < 0:
+                raise ValueError
+
+    assert fast_constructor(Checked) is Checked
