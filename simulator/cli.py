@@ -401,6 +401,13 @@ def fleet(out: str, **kw: Any) -> None:
     show_default=True,
     help="At the end, how long devices may keep sending what is still queued.",
 )
+@click.option(
+    "--seq-start",
+    type=click.IntRange(0, 2**32 - 1),
+    default=0,
+    show_default=True,
+    help="First seq of every device (e.g. 4294967290 to see the counter wrap).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 def run(**kw: Any) -> None:
@@ -474,6 +481,7 @@ def run(**kw: Any) -> None:
         connect_concurrency=kw["connect_concurrency"],
         drain_timeout_s=kw["drain_timeout"] or 0.0,
         progress=not kw["quiet"],
+        seq_start=kw["seq_start"],
     )
     result = asyncio.run(run_fleet(cfg))
     if kw["as_json"]:
@@ -676,8 +684,9 @@ def verify(**kw: Any) -> None:
     from simulator.verify import Influx, VerifyError, render
     from simulator.verify import verify as do_verify
 
-    influx = Influx(kw["influx_url"], kw["db"], user=kw["user"], password=kw["password"],
-                    rp=kw["rp"])  # fmt: skip
+    influx = Influx(
+        kw["influx_url"], kw["db"], user=kw["user"], password=kw["password"], rp=kw["rp"]
+    )
     try:
         report = do_verify(
             kw["log_path"],
@@ -695,3 +704,7 @@ def verify(**kw: Any) -> None:
     else:
         click.echo(render(report, kw["max_rows"]))
     sys.exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -103,9 +103,13 @@ class Device:
     """Publishes what the run hands it, in order, over its own connection."""
 
     def __init__(
-        self, spec: DeviceSpec, broker: Broker, sink: Sink, counters: FleetCounters,
+        self,
+        spec: DeviceSpec,
+        broker: Broker,
+        sink: Sink,
+        counters: FleetCounters,
         options: DeviceOptions,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.spec = spec
         self.broker = broker
         self.sink = sink
@@ -143,8 +147,16 @@ class Device:
     # ----- the connection loop ------------------------------------------------------------
 
     def _state(self, payload: bytes) -> Outgoing:
-        return Outgoing(time.time(), self.spec.device_id, PUBLISH, self.state_topic, payload,
-                        True, "state", expect="accept")  # fmt: skip
+        return Outgoing(
+            time.time(),
+            self.spec.device_id,
+            PUBLISH,
+            self.state_topic,
+            payload,
+            True,
+            "state",
+            expect="accept",
+        )
 
     async def run(self) -> None:
         """Connect, publish, reconnect; return at the end of the run."""

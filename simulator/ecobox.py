@@ -29,6 +29,11 @@ def lognormal_sigma(median: float, p10: float, p90: float) -> float:
     return (math.log(p90 / median) + math.log(median / p10)) / (2 * z90)
 
 
+def _unit_lognormal(rng: np.random.Generator, sigma: float) -> float:
+    """A lognormal factor with mean 1, so noise never shifts the calibrated mean rate."""
+    return float(rng.lognormal(-(sigma**2) / 2.0, sigma))
+
+
 def local_time(t: float, offset_min: int) -> tuple[int, int]:
     """(weekday 0=Monday, hour 0–23) at epoch second ``t`` in a zone ``offset_min`` from UTC."""
     local = t + offset_min * 60
@@ -136,11 +141,11 @@ class EcoBox:
         hour_index = math.floor(t / HOUR)
         if hour_index != self._hour_index:
             self._hour_index = hour_index
-            self._hour_noise = float(self.rng.lognormal(0.0, self.params.hourly_noise_sigma))
+            self._hour_noise = _unit_lognormal(self.rng, self.params.hourly_noise_sigma)
             day_index = math.floor(t / DAY)
             if day_index != self._day_index:
                 self._day_index = day_index
-                self._day_noise = float(self.rng.lognormal(0.0, self.params.daily_noise_sigma))
+                self._day_noise = _unit_lognormal(self.rng, self.params.daily_noise_sigma)
                 self._temp_day_anomaly = float(self.rng.normal(0.0, 2.5))
         weekday, hour = local_time(t, self.region_offset)
         shape = profiles.weight(self.spec.site, weekday, hour)

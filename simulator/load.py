@@ -169,8 +169,14 @@ def run_load(cfg: LoadConfig, report: Callable[[dict[str, object]], None]) -> di
             if now >= next_report:
                 acked = sum(c.acked for c in conns)
                 per_second.append(acked - last_acked)
-                report({"second": len(per_second), "sent": sent, "acked": acked,
-                        "rate": acked - last_acked})  # fmt: skip
+                report(
+                    {
+                        "second": len(per_second),
+                        "sent": sent,
+                        "acked": acked,
+                        "rate": acked - last_acked,
+                    }
+                )
                 last_acked = acked
                 next_report += 1.0
             due = int(cfg.rate * (now - started)) - sent if cfg.rate > 0 else 256
@@ -192,9 +198,19 @@ def run_load(cfg: LoadConfig, report: Callable[[dict[str, object]], None]) -> di
                     break
                 if log is not None:
                     out = Outgoing(
-                        0.0, devices.ids[i], PUBLISH, topic, payload, False,
-                        topic.rsplit("/", 1)[1], None, "accept", None, seq, ts,
-                    )  # fmt: skip
+                        0.0,
+                        devices.ids[i],
+                        PUBLISH,
+                        topic,
+                        payload,
+                        False,
+                        topic.rsplit("/", 1)[1],
+                        None,
+                        "accept",
+                        None,
+                        seq,
+                        ts,
+                    )
                     with conn.lock:
                         acked_already = info.mid in conn.early
                         if acked_already:

@@ -44,6 +44,7 @@ class RunConfig:
     keepalive: int = 30
     connect_concurrency: int = 64
     drain_timeout_s: float = 15.0
+    seq_start: int = 0
     progress: bool = True
     progress_stream: TextIO = sys.stderr
 
@@ -122,6 +123,7 @@ async def run_fleet(cfg: RunConfig) -> RunResult:
             faults=cfg.faults,
             models=cfg.models,
             stats=stats,
+            seq_start=cfg.seq_start,
         )
         for out in stream:
             if stop.is_set():

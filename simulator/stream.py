@@ -138,6 +138,7 @@ def device_stream(
     faults: FaultConfig,
     models: Models,
     stats: StreamStats,
+    seq_start: int = 0,
 ) -> Iterator[Outgoing]:
     """Everything one device does in ``[start, end)``, in publish order (non-decreasing sim_t)."""
     model_rng = device_rng(seed, spec.device_id, stream=2)
@@ -146,7 +147,7 @@ def device_stream(
     skew_ms = 0
     if faults.clock_skew_s > 0 and fault_rng.random() < faults.skew_fraction:
         skew_ms = int(fault_rng.uniform(-faults.clock_skew_s, faults.clock_skew_s) * 1000)
-    seq = 0
+    seq = seq_start % SEQ_MOD
     windows = _offline_windows(fault_rng, start, end, faults)
     readings: Iterator[Reading]
     if spec.kind == "rvm":
@@ -181,14 +182,36 @@ def device_stream(
                 )
                 broken = fault_kinds.MALFORMED[kind](ctx)
                 return Outgoing(
-                    reading.t, spec.device_id, PUBLISH, broken.topic, broken.payload, False,
-                    reading.channel, kind, "reject", broken.reason, my_seq, ts_ms, skew_ms,
-                )  # fmt: skip
+                    reading.t,
+                    spec.device_id,
+                    PUBLISH,
+                    broken.topic,
+                    broken.payload,
+                    False,
+                    reading.channel,
+                    kind,
+                    "reject",
+                    broken.reason,
+                    my_seq,
+                    ts_ms,
+                    skew_ms,
+                )
         label = fault_kinds.CLOCK_SKEW if skew_ms else None
         out = Outgoing(
-            reading.t, spec.device_id, PUBLISH, topic, orjson.dumps(body), False,
-            reading.channel, label, None if skew_ms else "accept", None, my_seq, ts_ms, skew_ms,
-        )  # fmt: skip
+            reading.t,
+            spec.device_id,
+            PUBLISH,
+            topic,
+            orjson.dumps(body),
+            False,
+            reading.channel,
+            label,
+            None if skew_ms else "accept",
+            None,
+            my_seq,
+            ts_ms,
+            skew_ms,
+        )
         if u_dup < faults.duplicate_rate:
             return _replace(out, fault="duplicate_of")  # marker: emit twice
         if u_ooo < faults.out_of_order_rate:
@@ -205,7 +228,6 @@ def device_stream(
             return
         if out.fault == "hold" and held is None:
             held = _replace(out, fault=fault_kinds.OUT_OF_ORDER)
-            stats.faults[fault_kinds.OUT_OF_ORDER] += 1
             return
         if out.fault == "hold":
             out = _replace(out, fault=_base_label(out))
@@ -214,6 +236,7 @@ def device_stream(
             stats.faults[out.fault] += 1
         if held is not None:
             late, held = held, None
+            stats.faults[fault_kinds.OUT_OF_ORDER] += 1
             yield _replace(late, sim_t=out.sim_t)
 
     for reading in readings:
@@ -242,8 +265,8 @@ def device_stream(
                 stats.dropped_offline += 1
             continue
         yield from emit(out)
-    if held is not None:
-        yield held
+    if held is not None:  # nothing came after it: not out of order after all
+        yield _replace(held, fault=_base_label(held))
     # A device still offline at the end never uploads its backlog: the run ends first.
     stats.dropped_offline += len(backlog)
 
@@ -265,13 +288,23 @@ def fleet_stream(
     faults: FaultConfig | None = None,
     models: Models | None = None,
     stats: StreamStats | None = None,
+    seq_start: int = 0,
 ) -> Iterator[Outgoing]:
     """All devices merged in simulated-time order (ties: fleet order, then device order)."""
     cfg = faults or FaultConfig()
     mdl = models or Models()
     st = stats if stats is not None else StreamStats()
     streams = [
-        device_stream(s, seed=seed, start=start, end=end, faults=cfg, models=mdl, stats=st)
+        device_stream(
+            s,
+            seed=seed,
+            start=start,
+            end=end,
+            faults=cfg,
+            models=mdl,
+            stats=st,
+            seq_start=seq_start,
+        )
         for s in specs
     ]
     return heapq.merge(*streams, key=lambda o: o.sim_t)

@@ -377,9 +377,10 @@ def verify(
             else:
                 rep.partial += 1
             report.lost.append(
-                _describe(v.entry, missing=len(v.keys) - present, points=len(v.keys),
-                          deadlettered=in_dead)
-            )  # fmt: skip
+                _describe(
+                    v.entry, missing=len(v.keys) - present, points=len(v.keys), deadlettered=in_dead
+                )
+            )
         extra = [k for k in found if k not in explained]
         for f in faulty[device_id].values():
             rep.faulty += 1
@@ -401,9 +402,16 @@ def verify(
             if surplus > 0:
                 rep.duplicated += surplus
                 report.duplicated.append(
-                    {"device_id": device_id, "measurement": key[0], "time_ns": key[1],
-                     "material": key[2], "seq": key[3], "txn_id": key[4], "count": count}
-                )  # fmt: skip
+                    {
+                        "device_id": device_id,
+                        "measurement": key[0],
+                        "time_ns": key[1],
+                        "material": key[2],
+                        "seq": key[3],
+                        "txn_id": key[4],
+                        "count": count,
+                    }
+                )
     return report
 
 
@@ -453,8 +461,10 @@ def render(report: Report, max_rows: int = 20) -> str:
             lines.append("")
             lines.append(f"  first {min(len(items), 5)} {title}:")
             for item in items[:5]:
-                lines.append(f"    log line {item['line']}: {item['topic']} seq={item['seq']} "
-                             f"ts_ms={item['ts_ms']} fault={item['fault']}")  # fmt: skip
+                lines.append(
+                    f"    log line {item['line']}: {item['topic']} seq={item['seq']} "
+                    f"ts_ms={item['ts_ms']} fault={item['fault']}"
+                )
     lines.append("")
     lines.append("  OK: nothing lost, nothing wrongly accepted" if report.ok else "  FAILED")
     return "\n".join(lines)

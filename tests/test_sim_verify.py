@@ -32,8 +32,11 @@ def _write_log(path: Path) -> list[Outgoing]:
     end = (time.time() - 9 * 3600) // 86400 * 86400 + 9 * 3600
     start = end - 4 * 3600
     faults = FaultConfig(malformed_rate=0.08, duplicate_rate=0.05, out_of_order_rate=0.03)
-    outs = [o for o in fleet_stream(specs, seed=11, start=start, end=end, faults=faults)
-            if o.action == PUBLISH]  # fmt: skip
+    outs = [
+        o
+        for o in fleet_stream(specs, seed=11, start=start, end=end, faults=faults)
+        if o.action == PUBLISH
+    ]
     log = LogWriter(path)
     for out in outs:
         log.write(out, out.sim_t + 1.0)  # "acknowledged" a second after its simulated time
@@ -122,9 +125,17 @@ def test_verify_names_exactly_the_lost_the_wrongly_accepted_and_the_extra(
     # The CLI says the same and fails.
     result = CliRunner().invoke(
         main,
-        ["verify", "--log", str(log_path), "--influx-url", influxd.url, "--db", influx_db,
-         "--json"],
-    )  # fmt: skip
+        [
+            "verify",
+            "--log",
+            str(log_path),
+            "--influx-url",
+            influxd.url,
+            "--db",
+            influx_db,
+            "--json",
+        ],
+    )
     assert result.exit_code == 1, result.output
     doc = json.loads(result.output)
     assert doc["totals"]["lost"] == 3
@@ -145,8 +156,13 @@ def test_verify_passes_a_complete_database_and_checks_the_deadletter_store(
     now = datetime.now(UTC).isoformat()
     with (dead / "deadletter.jsonl").open("wb") as fh:
         for e in rejected[1:]:  # the first one never made it to the store
-            record = {"topic": e.topic, "payload": base64.b64encode(e.payload).decode(),
-                      "reason": e.reason, "detail": "", "received_at": now}  # fmt: skip
+            record = {
+                "topic": e.topic,
+                "payload": base64.b64encode(e.payload).decode(),
+                "reason": e.reason,
+                "detail": "",
+                "received_at": now,
+            }
             fh.write(orjson.dumps(record) + b"\n")
 
     influx = Influx(influxd.url, influx_db)
