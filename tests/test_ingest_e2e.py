@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.servers import free_port
 
 from tests.ingest_support import (
     INGEST,
@@ -28,6 +27,7 @@ from tests.ingest_support import (
     http_get,
     wait_until,
 )
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -134,12 +134,8 @@ def test_20k_messages_v2_writer_into_victoriametrics(
     pub.publish((t, p) for t, p, _ in msgs)
     pub.wait_all_acked()
 
-    def stored() -> int:
-        victoria.force_flush()
-        return victoria.sample_count('{__name__="fill_fill_pct",device_id=~"vm-.*"}')
-
-    wait_until(lambda: stored() >= len(msgs), 90, "samples in VictoriaMetrics", 0.5)
-    assert stored() == len(msgs)
+    match = '{__name__="fill_fill_pct",device_id=~"vm-.*"}'
+    assert victoria.wait_samples(match, len(msgs), timeout=90) == len(msgs)
     series = victoria.export('{__name__="fill_fill_pct",device_id="vm-00042"}')
     want = sorted((ts, pct) for _, _, (d, ts, pct) in msgs if d == "vm-00042")
     assert len(series) == 1
