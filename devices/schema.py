@@ -49,7 +49,7 @@ COMMON_FIELDS = frozenset({"ts", "seq", "device_id"})
 """Handled by the decoder itself for every JSON channel."""
 
 _new_item = fast_constructor(Item)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 
 
@@ -151,7 +151,7 @@ class Text:
                 f"{name} has {n} characters, allowed {self.min_len}..{self.max_len}",
                 field=name,
             )
-        if _CONTROL.search(value) is not None:
+        if CONTROL_RE.search(value) is not None:
             raise Rejected(
                 Reason.BAD_VALUE,
                 f"{name} {describe(value)} contains control characters",
@@ -280,7 +280,7 @@ class Record:
             check = checks.get(name)
             if check is None:
                 if name not in self.skip:
-                    if _CONTROL.search(name) is not None:
+                    if CONTROL_RE.search(name) is not None:
                         raise Rejected(
                             Reason.BAD_VALUE, f"field name {name!r} contains control characters"
                         )

@@ -17,6 +17,9 @@ _RFC3339 = re.compile(
     r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
     re.ASCII,  # \d must not match other scripts' digits, which int() would accept
 )
+_COMMON_SHAPE = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:[0-5]\d)", re.ASCII
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -39,6 +42,17 @@ def received_ms(received_at: datetime) -> int:
 
 def parse_rfc3339(text: str) -> int:
     """Epoch milliseconds of an RFC 3339 date-time with offset; fractions below 1 ms are cut."""
+    if _COMMON_SHAPE.fullmatch(text) is not None:
+        # The common shape, checked strictly above, is safe to hand to the C parser (3x faster);
+        # anything it refuses (leap second, day 31 of April) goes the exact way below.
+        try:
+            return (datetime.fromisoformat(text) - _EPOCH) // _ONE_MS
+        except ValueError:
+            pass
+    return _parse_exact(text)
+
+
+def _parse_exact(text: str) -> int:
     m = _RFC3339.fullmatch(text)
     if m is None:
         raise Rejected(

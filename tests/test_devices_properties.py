@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -239,22 +240,34 @@ def test_any_bytes_on_any_topic_give_a_message_or_a_named_refusal(
 _DELETE = object()
 
 
+near_ranges = st.one_of(
+    st.floats(-300, 20_000),
+    st.integers(-5, 2**64),
+    st.booleans(),
+    st.sampled_from([0, 100, 100.0001, -0.0, 2**32, 2**63, "12", "", "x" * 65, "KZT", "kzt"]),
+    st.sampled_from(["1.2\n", "\x00", "\x1b[2J", "del\x7f", "c1\x85", "jam", "pet"]),
+)
+
+
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
     """A valid message's payload with one to three fields replaced, added or deleted."""
     m = draw(messages().filter(lambda m: m.topic.channel is not Channel.STATE))
     doc = json.loads(devices.to_payload(m))
     for _ in range(draw(st.integers(1, 3))):
-        name = draw(st.sampled_from([*FIELD_NAMES, *doc]) | st.text(max_size=6))
-        value = draw(json_values | st.just(_DELETE))
-        if name == "items" and isinstance(doc.get("items"), list) and draw(st.booleans()):
-            entry = dict(draw(st.sampled_from(doc["items"])))
+        name = draw(
+            st.sampled_from(sorted(doc)) | st.sampled_from(FIELD_NAMES) | st.text(max_size=6)
+        )
+        value = draw(near_ranges | json_values | st.just(_DELETE))
+        items = doc.get("items")
+        if name == "items" and isinstance(items, list) and items and draw(st.booleans()):
+            entry = dict(draw(st.sampled_from(items)))
             key = draw(st.sampled_from(["material", "count", "volume_ml", "x"]))
             if value is _DELETE:
                 entry.pop(key, None)
             else:
                 entry[key] = value
-            doc["items"] = [*doc["items"], entry]
+            doc["items"] = [*items, entry]
         elif value is _DELETE:
             doc.pop(name, None)
         else:
@@ -272,6 +285,83 @@ def test_mutated_valid_payloads_never_crash(case: tuple[str, bytes], strict: boo
         assert len(devices.encode(outcome)) == expected_lines(outcome)
     else:
         assert outcome.detail
+
+
+def _outcome(topic: str, payload: bytes, limits: Limits) -> object:
+    result = attempt(topic, payload, limits)
+    if isinstance(result, Rejected):
+        return (result.reason, result.field, result.detail)
+    return result if isinstance(result, Message) else "ignored"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    case=st.one_of(mutated(), messages().map(lambda m: (str(m.topic), devices.to_payload(m)))),
+    depth=st.integers(1, 5),
+    strict=st.booleans(),
+)
+def test_fast_path_and_generic_path_agree(
+    case: tuple[str, bytes], depth: int, strict: bool
+) -> None:
+    topic, payload = case
+    limits = Limits(max_payload_bytes=1 << 20, max_depth=depth, strict=strict)
+    module = sys.modules["devices.decode"]
+    fast = _outcome(topic, payload, limits)
+    module.FAST_PATH = False  # type: ignore[attr-defined]
+    try:
+        generic = _outcome(topic, payload, limits)
+    finally:
+        module.FAST_PATH = True  # type: ignore[attr-defined]
+    assert fast == generic
+
+
+TRICKY: list[object] = [
+    None, True, False, 0, 1, -1, 0.5, -0.0, 100, 100.0001, -150, -150.5, 1000, 1001, 10_000,
+    10_001, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64, 1e300, "", "1", "12", "x" * 32, "x" * 33,
+    "t" * 64, "t" * 65, "ok\n", "\x00", "\x1b[2J", "c1\x85", "del\x7f", "KZT", "kzt", "EURO",
+    "pet", "paper", "jam", "ok", "broken", [], ["jam"], ["jam", "jam"], ["on_fire"], [1], {},
+    {"pet": 5}, {"pet": 101}, {"paper": 5}, {"pet": None}, {"pet": "5"}, [{"material": "pet"}],
+    [{"material": "pet", "count": 1}], [[]], {"a": {"b": {"c": {}}}},
+]  # fmt: skip
+
+
+def test_fast_path_and_generic_path_agree_on_every_field_and_tricky_value() -> None:
+    base = {
+        "taza/v1/almaty/ecobox/eb-1/fill": {"fill_pct": 5},
+        "taza/v1/almaty/ecobox/eb-1/status": {"faults": ["jam"]},
+        "taza/v1/almaty/rvm/r-1/status": {"bins": {"pet": 5}, "mode": "ok"},
+        "taza/v1/almaty/rvm/r-1/deposit": {
+            "txn_id": "t",
+            "items": [{"material": "pet", "count": 2, "volume_ml": 500}],
+        },
+    }
+    module = sys.modules["devices.decode"]
+    checked = 0
+    for topic, fields in base.items():
+        spec = devices.schema.SPECS[
+            devices.parse_topic(topic).kind, devices.parse_topic(topic).channel
+        ]
+        names = [*spec.fields, "items", "ts", "seq", "device_id", "unknown"]
+        for name in names:
+            for value in TRICKY:
+                for in_item in (False, True) if name == "items" else (False,):
+                    doc: dict[str, object] = {"ts": NOW_MS, "seq": 1, **fields}
+                    if in_item:
+                        for key in ("material", "count", "volume_ml", "sku"):
+                            doc["items"] = [{"material": "alu", "count": 1, key: value}]
+                    else:
+                        doc[name] = value
+                    payload = json.dumps(doc).encode()
+                    for limits in (ROOMY, Limits(strict=True), Limits(max_depth=2)):
+                        fast = _outcome(topic, payload, limits)
+                        module.FAST_PATH = False  # type: ignore[attr-defined]
+                        try:
+                            generic = _outcome(topic, payload, limits)
+                        finally:
+                            module.FAST_PATH = True  # type: ignore[attr-defined]
+                        assert fast == generic, (topic, payload, limits)
+                        checked += 1
+    assert checked > 1000
 
 
 # -- the fast constructors the decoder uses -------------------------------------------------
