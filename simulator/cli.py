@@ -80,6 +80,20 @@ def _load_fleet_file(path: str) -> list[DeviceSpec]:
     return specs
 
 
+def _rvm_mixes(specs: tuple[str, ...]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """``pet=0.54,alu=0.46`` (everywhere) and ``shymkent:pet=..,glass=..`` (one region)."""
+    materials = ("pet", "alu", "glass", "hdpe", "other")
+    default = dict(KZ_MIX)
+    by_region: dict[str, dict[str, float]] = {}
+    for spec in specs:
+        region, sep, mix = spec.partition(":")
+        if sep:
+            by_region[parse_regions(region)[0]] = parse_mix(mix, materials)
+        else:
+            default = parse_mix(spec, materials)
+    return default, by_region
+
+
 def fleet_options(func: Any) -> Any:
     """Options shared by `run` and `fleet`: which devices exist."""
     options = [
@@ -375,10 +389,12 @@ def fleet(out: str, **kw: Any) -> None:
 )
 @click.option(
     "--rvm-mix",
-    default=",".join(f"{k}={v}" for k, v in KZ_MIX.items()),
+    multiple=True,
+    default=[",".join(f"{k}={v}" for k, v in KZ_MIX.items())],
     show_default=True,
-    help="Material mix by count (Kazakh fandomats take PET and cans only; e.g. "
-    "pet=0.54,alu=0.41,glass=0.05 for a machine that takes glass).",
+    help="Material mix by count, for all RVMs or, as REGION:MIX, for one region (repeat the "
+    "option). Kazakh fandomats take PET and cans only; a machine that takes glass: "
+    "pet=0.54,alu=0.41,glass=0.05 (Lithuania).",
 )
 @click.option(
     "--client-prefix",
@@ -434,7 +450,7 @@ def run(**kw: Any) -> None:
             parse_interval(kw["report_interval"])
         start = parse_instant(kw["start"]) if kw["start"] else None
         clock, duration = SimClock.plan(speed=kw["speed"], duration_s=kw["duration"], start=start)
-        mix = parse_mix(kw["rvm_mix"], ("pet", "alu", "glass", "hdpe", "other"))
+        mix, mix_by_region = _rvm_mixes(kw["rvm_mix"])
         kinds = fault_kinds.parse_kinds(kw["malformed_kinds"])
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -466,6 +482,7 @@ def run(**kw: Any) -> None:
             items_per_session=max(1.0, kw["rvm_items_per_session"]),
             mix=mix,
         ),
+        rvm_mix_by_region=mix_by_region,
     )
     cfg = RunConfig(
         broker=broker,

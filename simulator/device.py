@@ -76,6 +76,9 @@ class FleetCounters:
     dropped_disconnected: int = 0  # readings made while disconnected, store-and-forward off
     dropped_backlog_full: int = 0
     deliberate_drops: int = 0
+    fleet_size: int = 0
+    devices_up: int = 0  # devices that have connected at least once
+    all_up_at: float | None = None  # wall time when the last device first connected
 
 
 # (message, wall time of the PUBACK or of the last attempt, acked)
@@ -230,6 +233,10 @@ class Device:
             self.counters.connects += 1
             if self.sessions:
                 self.counters.reconnects += 1
+            else:
+                self.counters.devices_up += 1
+                if self.counters.devices_up == self.counters.fleet_size:
+                    self.counters.all_up_at = time.time()
             self.sessions += 1
             lost: asyncio.Future[None] = client._disconnected
             await self._publish(client, lost, self._state(b"online"))

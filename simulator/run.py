@@ -14,12 +14,15 @@ import random
 import signal
 import sys
 import time
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
+
+import numpy as np
 
 from simulator.clock import SimClock
 from simulator.device import Broker, Device, DeviceOptions, FleetCounters
@@ -58,17 +61,24 @@ class RunResult:
 class _Tally:
     """Counts what was actually published (after PUBACK) and feeds the log."""
 
-    def __init__(self, log: LogWriter | None) -> None:
+    def __init__(self, log: LogWriter | None, clock: SimClock) -> None:
         self.log = log
+        self.clock = clock
         self.by_channel: Counter[str] = Counter()
         self.by_fault: Counter[str] = Counter()
         self.unconfirmed = 0
+        self.lags = array("d")  # PUBACK time minus the time the message was due, seconds
+        self.due = array("d")  # when each of those messages was due (wall time)
 
     def __call__(self, out: Outgoing, wall: float, acked: bool) -> None:
         if acked:
             self.by_channel[out.channel] += 1
             if out.fault:
                 self.by_fault[out.fault] += 1
+            if out.channel != "state":
+                due = self.clock.wall_at(out.sim_t)
+                self.due.append(due)
+                self.lags.append(wall - due)
         else:
             self.unconfirmed += 1
         if self.log is not None:
@@ -83,8 +93,8 @@ async def run_fleet(cfg: RunConfig) -> RunResult:
     wall_end = clock.wall_start + cfg.duration_s if cfg.duration_s is not None else math.inf
     sim_end = clock.sim_at(wall_end) if math.isfinite(wall_end) else clock.sim_start + _MAX_SPAN_S
     log = LogWriter(cfg.log_path) if cfg.log_path else None
-    tally = _Tally(log)
-    counters = FleetCounters()
+    tally = _Tally(log, clock)
+    counters = FleetCounters(fleet_size=len(cfg.specs))
     stats = StreamStats()
     gate = asyncio.Semaphore(cfg.connect_concurrency)
     devices: dict[str, Device] = {}
@@ -188,11 +198,34 @@ async def run_fleet(cfg: RunConfig) -> RunResult:
         "dropped_backlog_full": counters.dropped_backlog_full,
         "unpublished_at_end": unpublished,
         "unconfirmed": tally.unconfirmed,
+        "ramp_seconds": round(counters.all_up_at - started, 3) if counters.all_up_at else None,
+        "lag_seconds": _quantiles(tally.lags),
+        "steady_lag_seconds": _quantiles(tally.lags, tally.due, counters.all_up_at),
         "log": str(cfg.log_path) if cfg.log_path else None,
         "log_lines": log.lines if log else 0,
         "interrupted": interrupted,
     }
     return RunResult(summary, interrupted)
+
+
+def _quantiles(
+    values: array[float], due: array[float] | None = None, after: float | None = None
+) -> dict[str, float] | None:
+    """p50/p99/max of how late messages were acknowledged versus their simulated schedule
+    (only those due after ``after``: the steady state once every device is connected)."""
+    data = np.frombuffer(values, dtype=np.float64)
+    if due is not None:
+        if after is None:
+            return None
+        data = data[np.frombuffer(due, dtype=np.float64) >= after]
+    if data.size == 0:
+        return None
+    p50, p99 = np.percentile(data, [50, 99])
+    return {
+        "p50": round(float(p50), 4),
+        "p99": round(float(p99), 4),
+        "max": round(float(data.max()), 4),
+    }
 
 
 async def _progress(
@@ -249,6 +282,13 @@ def render_summary(summary: dict[str, object]) -> str:
         f"{summary['unpublished_at_end']} still queued at the end, "
         f"{summary['unconfirmed']} sent without PUBACK"
     )
+    lag = summary.get("steady_lag_seconds")
+    if isinstance(lag, dict):
+        lines.append(
+            f"  all {summary['devices']} devices up after {summary['ramp_seconds']} s; then "
+            f"PUBACK lag behind schedule p50 {lag['p50']} s, p99 {lag['p99']} s, "
+            f"max {lag['max']} s"
+        )
     if summary["log"]:
         lines.append(f"  ground truth: {summary['log']} ({summary['log_lines']} lines)")
     if summary["interrupted"]:

@@ -77,6 +77,11 @@ class StreamStats:
 class Models:
     ecobox: EcoboxParams = field(default_factory=EcoboxParams)
     rvm: RvmParams = field(default_factory=RvmParams)
+    rvm_mix_by_region: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def rvm_for(self, region: str) -> RvmParams:
+        mix = self.rvm_mix_by_region.get(region)
+        return self.rvm if mix is None else dataclasses.replace(self.rvm, mix=dict(mix))
 
 
 def topic_for(spec: DeviceSpec, channel: str) -> str:
@@ -151,7 +156,7 @@ def device_stream(
     windows = _offline_windows(fault_rng, start, end, faults)
     readings: Iterator[Reading]
     if spec.kind == "rvm":
-        readings = Rvm(spec, model_rng, models.rvm).events(start, end)
+        readings = Rvm(spec, model_rng, models.rvm_for(spec.region)).events(start, end)
     else:
         readings = EcoBox(spec, model_rng, models.ecobox).events(start, end)
 

@@ -12,14 +12,17 @@ import pytest
 
 import devices
 from simulator import faults as fault_kinds
+from simulator.cli import _rvm_mixes
 from simulator.clock import SimClock, parse_duration, rfc3339_ms
 from simulator.fleet import generate
+from simulator.rvm import GLASS_MIX
 from simulator.stream import (
     DROP,
     PUBLISH,
     REJOIN,
     SEQ_MOD,
     FaultConfig,
+    Models,
     Outgoing,
     StreamStats,
     fleet_stream,
@@ -226,3 +229,17 @@ def test_clock_plans_and_durations() -> None:
     assert duration == pytest.approx(1.0)  # catches up with the real clock after one second
     assert rfc3339_ms(1_700_000_000_123, 300) == "2023-11-15T03:13:20.123+05:00"
     assert rfc3339_ms(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
+
+
+def test_the_material_mix_can_differ_per_region() -> None:
+    models = Models(rvm_mix_by_region={"astana": dict(GLASS_MIX)})
+    materials: dict[str, set[str]] = defaultdict(set)
+    for out in fleet_stream(SPECS, seed=3, start=START - 86400, end=END, models=models):
+        if out.channel == "deposit":
+            region = out.topic.split("/")[2]
+            materials[region] |= {i["material"] for i in orjson.loads(out.payload)["items"]}
+    assert materials["almaty"] == {"pet", "alu"}  # Kazakh fandomats: PET and cans only
+    assert materials["astana"] == {"pet", "alu", "glass"}
+    default, by_region = _rvm_mixes(("pet=1,alu=1", "shymkent:pet=0.5,glass=0.5"))
+    assert default == {"pet": 0.5, "alu": 0.5}
+    assert by_region == {"shymkent": {"pet": 0.5, "glass": 0.5}}
