@@ -444,6 +444,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "decode_encode_median_us": full_median / 1000,
             "msgs_per_s": 1e9 / full,
         }
+    groups: dict[str, list[tuple[str, bytes]]] = {}
+    for t, p in mix:
+        parts = t.split("/")
+        groups.setdefault(f"{parts[3]}/{parts[5]}", []).append((t, p))
+    per_channel: dict[str, dict[str, float]] = {}
+    for channel, subset in sorted(groups.items()):
+        row = per_channel[channel] = {"share": len(subset) / n}
+        for name, dec in decoders.items():
+
+            def run(subset: list[tuple[str, bytes]] = subset, dec: Any = dec) -> None:
+                for t, p in subset:
+                    dec(t, p, RECEIVED_AT, limits)
+
+            row[f"{name}_us"] = _best_ns_per_msg(run, len(subset), args.repeat)[0] / 1000
     enc, enc_median = _best_ns_per_msg(encoding, n, args.repeat)
     floor, _ = _best_ns_per_msg(parse_only, n, args.repeat)
     base = results["shipped"]
@@ -466,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "pydantic": pydantic.VERSION,
         },
         "paths": results,
+        "decode_by_channel": per_channel,
         "encode_us": enc / 1000,
         "encode_median_us": enc_median / 1000,
         "orjson_loads_us": floor / 1000,
@@ -490,6 +505,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{name:<10} {r['decode_us']:>10.2f} {r['decode_ratio']:>6.2f} "
             f"{r['decode_encode_us']:>11.2f} {r['decode_encode_ratio']:>6.2f} "
             f"{r['msgs_per_s']:>9,.0f}"
+        )
+    print()
+    print(f"{'decode µs by channel':<22} {'share':>6}" + "".join(f" {n:>9}" for n in decoders))
+    for channel, row in per_channel.items():
+        print(
+            f"{channel:<22} {row['share'] * 100:>5.0f}%"
+            + "".join(f" {row[f'{n}_us']:>9.2f}" for n in decoders)
         )
     print()
     print(

@@ -16,7 +16,7 @@ while a redelivered copy writes identical points.
 
 from __future__ import annotations
 
-from devices.message import Deposit, Fill, Message, Presence, Status
+from devices.message import Deposit, Fill, Message, Presence, Status, Topic
 from devices.registry import DeviceInfo
 from devices.schema import MAX_ITEMS
 
@@ -91,16 +91,11 @@ def encode(message: Message, device: DeviceInfo | None = None) -> list[str]:
     the order InfluxDB stores them in.
     """
     t = message.topic
-    # Tags sorted by key: device_id, fraction, kind, material, region, site.
-    head = f"device_id={tag_value(t.device_id)}"
-    tail = f"region={tag_value(t.region)}"
-    if device is not None:
-        if device.fraction:
-            head += f",fraction={tag_value(device.fraction)}"
-        if device.site:
-            tail += f",site={tag_value(device.site)}"
-    head += f",kind={tag_value(t.kind)}"
-    tags = f"{head},{tail}"
+    cached = _tags_cache.get(id(t))
+    if cached is not None and cached[0] is t and cached[1] is device:
+        head, tail, tags = cached[2], cached[3], cached[4]
+    else:
+        head, tail, tags = _tags(t, device)
     ts = timestamp_ns(message)
     body = message.body
     seq = message.seq
@@ -168,6 +163,29 @@ def encode(message: Message, device: DeviceInfo | None = None) -> list[str]:
         return [f'state,{tags} online=false,status="offline" {ts}']
 
     raise TypeError(f"cannot encode {type(body).__name__}")
+
+
+_tags_cache: dict[int, tuple[Topic, DeviceInfo | None, str, str, str]] = {}
+
+
+def _tags(t: Topic, device: DeviceInfo | None) -> tuple[str, str, str]:
+    """The tag set split around ``material`` (tags sorted by key: device_id, fraction, kind,
+    material, region, site), cached per topic and device object: the decoder reuses one Topic
+    per topic name and the registry one DeviceInfo per device, so identity is the key (the
+    entry holds both objects, so their ids cannot be reused while cached)."""
+    head = f"device_id={tag_value(t.device_id)}"
+    tail = f"region={tag_value(t.region)}"
+    if device is not None:
+        if device.fraction:
+            head += f",fraction={tag_value(device.fraction)}"
+        if device.site:
+            tail += f",site={tag_value(device.site)}"
+    head += f",kind={tag_value(t.kind)}"
+    tags = f"{head},{tail}"
+    if len(_tags_cache) >= _TAG_CACHE_MAX:
+        _tags_cache.clear()
+    _tags_cache[id(t)] = (t, device, head, tail, tags)
+    return head, tail, tags
 
 
 def _seq(seq: int | None) -> str:

@@ -236,3 +236,26 @@ def test_tag_values_with_backslashes_survive_influx_1x(
     influxd.write(devices.encode(m, device), influx_db)
     assert [r["value"] for r in influxd.query('SHOW TAG VALUES FROM "state" WITH KEY = "site"',
                                               influx_db)] == [site]  # fmt: skip
+
+
+def test_documented_queries_run_on_the_documented_points(
+    influxd: InfluxDB1, influx_db: str
+) -> None:
+    from tests.test_devices_docs import EXAMPLES, RECEIVED_AT, fleet, influxql_examples
+
+    reg = fleet()
+    for example in EXAMPLES:
+        m = devices.decode(example["topic"], example["payload"].encode(), RECEIVED_AT)
+        influxd.write(devices.encode(m, reg.get(m.topic.device_id)), influx_db)
+    for query in influxql_examples():
+        influxd.query(query, influx_db)  # raises QueryError on anything influxd refuses
+    refunds = influxd.query(
+        'SELECT sum("refund_minor") FROM "deposit" WHERE "material" = \'\' GROUP BY "device_id"',
+        influx_db,
+    )
+    assert [(r["device_id"], r["sum"]) for r in refunds] == [("rvm-0007", 360)]
+    per_material = influxd.query(
+        'SELECT sum("count") FROM "deposit" WHERE "material" <> \'\' GROUP BY "material"',
+        influx_db,
+    )
+    assert {r["material"]: r["sum"] for r in per_material} == {"alu": 4, "pet": 14}
