@@ -87,6 +87,8 @@ def decode(
     """
     now_ms = received_ms(received_at)
     route = _route(topic)
+    if type(payload) is not bytes:  # bytearray, memoryview: some clients hand out views
+        payload = bytes(payload)
     size = len(payload)
     if size > limits.max_payload_bytes:
         raise Rejected(

@@ -36,9 +36,6 @@ COLUMNS = (
 )
 """Fleet-file columns, in this order when taza writes a file."""
 
-OPTIONAL = frozenset({"site"})
-"""May be empty (CSV) or absent/null (JSON); for RVMs also ``capacity_l`` and ``fraction``."""
-
 SITE_MAX = 64
 _MAX_INTERVAL_S = 31 * 86_400
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 from devices.construct import fast_constructor
@@ -26,18 +27,20 @@ FRACTIONS = frozenset({"mixed", "plastic", "paper", "glass", "metal", "organic"}
 MODES = frozenset({"ok", "full", "jam", "out_of_service"})
 """RVM operating modes (``rvm/status`` ``mode``)."""
 
-FAULT_CODES: Mapping[str, str] = {
-    "lid_open": "lid or service door of the eco-box is open",
-    "sensor_error": "the fill sensor reports an error or no echo",
-    "tilted": "the container is tilted beyond its threshold (knocked over, lifted)",
-    "overheat": "temperature above the device's alarm threshold",
-    "fire": "fire detected (temperature jump or smoke sensor)",
-    "jam": "RVM: a container is stuck in the intake or compactor",
-    "door_open": "RVM: the storage door is open",
-    "printer_error": "RVM: the voucher printer is out of paper or faulty",
-    "low_battery": "battery below the device's low-battery threshold",
-    "bin_full": "a bin or the eco-box is full and cannot take more",
-}
+FAULT_CODES: Mapping[str, str] = MappingProxyType(
+    {
+        "lid_open": "lid or service door of the eco-box is open",
+        "sensor_error": "the fill sensor reports an error or no echo",
+        "tilted": "the container is tilted beyond its threshold (knocked over, lifted)",
+        "overheat": "temperature above the device's alarm threshold",
+        "fire": "fire detected (temperature jump or smoke sensor)",
+        "jam": "RVM: a container is stuck in the intake or compactor",
+        "door_open": "RVM: the storage door is open",
+        "printer_error": "RVM: the voucher printer is out of paper or faulty",
+        "low_battery": "battery below the device's low-battery threshold",
+        "bin_full": "a bin or the eco-box is full and cannot take more",
+    }
+)
 """Known fault codes, for both kinds; anything else in ``faults`` is ``bad_value``."""
 
 MAX_ITEMS = 100

@@ -149,6 +149,15 @@ def test_naive_received_at_is_a_caller_error() -> None:
         devices.decode(FILL, fill(), datetime(2026, 5, 1, 12, 0))
 
 
+@pytest.mark.parametrize("wrap", [bytearray, memoryview])
+def test_payload_as_a_buffer_decodes_the_same(wrap: type) -> None:
+    data = fill(diag={"a": [1]}, device_id="eb-0001")
+    assert devices.decode(FILL, wrap(data), NOW) == devices.decode(FILL, data, NOW)
+    deep = fill(diag={"a": {"b": {"c": {}}}})
+    assert rejected(FILL, wrap(deep)).reason is Reason.TOO_DEEP
+    assert devices.decode(EB_STATE, wrap(b"online"), NOW).body == Presence(online=True)
+
+
 def test_duplicate_json_keys_last_one_wins() -> None:
     data = b'{"ts":%d,"seq":1,"fill_pct":5,"fill_pct":7}' % (NOW_MS,)
     assert devices.decode(FILL, data, NOW).body == Fill(fill_pct=7.0)
