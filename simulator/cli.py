@@ -500,6 +500,12 @@ def run(**kw: Any) -> None:
         progress=not kw["quiet"],
         seq_start=kw["seq_start"],
     )
+    from simulator.device import preflight
+
+    try:
+        asyncio.run(preflight(broker, f"{cfg.client_prefix}-preflight"))
+    except ConnectionError as exc:
+        raise click.ClickException(f"cannot connect to the broker: {exc}") from None
     result = asyncio.run(run_fleet(cfg))
     if kw["as_json"]:
         click.echo(json.dumps(result.summary, indent=2))

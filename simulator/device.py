@@ -63,6 +63,26 @@ class Broker:
         return f"mqtt://{user}{self.host}:{self.port}"
 
 
+async def preflight(broker: Broker, client_id: str, wait_s: float = 10.0) -> None:
+    """Connect once and disconnect: fail fast, with the reason, when the broker is unusable."""
+    client = aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username=broker.username,
+        password=broker.password,
+        identifier=client_id,
+        timeout=wait_s,
+    )
+    try:
+        async with asyncio.timeout(wait_s):
+            async with client:
+                pass
+    except TimeoutError:
+        raise ConnectionError(f"no answer from {broker} within {wait_s:g} s") from None
+    except aiomqtt.MqttError as exc:
+        raise ConnectionError(f"{broker}: {exc}") from None
+
+
 @dataclass(slots=True)
 class FleetCounters:
     """Shared by all devices of a run (single event loop: no locks needed)."""
@@ -196,8 +216,9 @@ class Device:
     async def _wait_rejoin(self) -> bool:
         """Offline on purpose: wait for REJOIN (True) or the end of the run (False)."""
         while True:
-            if self.queue and self.queue[0].action == REJOIN:
-                self.queue.popleft()
+            if self.queue and self.queue[0].action != DROP:
+                if self.queue[0].action == REJOIN:
+                    self.queue.popleft()
                 self.offline_on_purpose = False
                 return True
             if self.finishing:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import devices
 from simulator.cli import main
 from simulator.fleet import REGIONS, generate, parse_interval, parse_mix, write
+from tests.servers import free_port
 
 
 def test_ids_counts_and_regions() -> None:
@@ -192,3 +193,16 @@ def test_every_subcommand_has_thorough_help() -> None:
         assert result.exit_code == 0
         for text in must_mention:
             assert text in result.output, (command, text)
+
+
+def test_run_fails_fast_and_clearly_without_a_broker() -> None:
+    port = free_port()  # nothing listens there
+    result = CliRunner().invoke(
+        main, ["run", "--broker", f"mqtt://127.0.0.1:{port}", "--ecoboxes", "2", "--rvms", "0"]
+    )
+    assert result.exit_code == 1
+    assert "cannot connect to the broker" in result.output
+    assert "Connection refused" in result.output
+    result = CliRunner().invoke(main, ["run", "--speed", "60"])
+    assert result.exit_code == 2
+    assert "--duration" in result.output
