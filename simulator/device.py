@@ -144,7 +144,9 @@ class Device:
         self.deadline = float("inf")  # time.monotonic() after which a finishing device gives up
         self.connected = False
         self.offline_on_purpose = False
-        self.attempted: Outgoing | None = None  # sent, PUBACK pending
+        # The data message sent whose PUBACK has not come (yet): if the run ends before a retry
+        # is acknowledged, the broker may or may not have it (logged with "acked": false).
+        self.attempted: Outgoing | None = None
         self.sessions = 0
         self.state_topic = topic_for(spec, "state")
 
@@ -299,7 +301,8 @@ class Device:
     async def _publish(
         self, client: aiomqtt.Client, lost: asyncio.Future[None], out: Outgoing
     ) -> None:
-        self.attempted = out
+        if out.channel != "state":
+            self.attempted = out
         pub = asyncio.ensure_future(
             client.publish(out.topic, out.payload, qos=1, retain=out.retain)
         )
@@ -313,7 +316,8 @@ class Device:
         except aiomqtt.MqttError as exc:
             self.counters.publish_failures += 1
             raise _Lost from exc
-        self.attempted = None
+        if self.attempted is out:
+            self.attempted = None
         self.counters.published += 1
         self.sink(out, time.time(), True)
 
