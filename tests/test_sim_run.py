@@ -252,3 +252,33 @@ def test_load_publishes_the_requested_count(
     assert Counter((e.topic, e.payload) for e in entries) == Counter((t, p) for t, p, _ in received)
     for e in entries:
         devices.decode(e.topic, e.payload, e.t)
+
+
+def test_messages_without_puback_at_the_end_are_logged_as_unconfirmed(
+    make_mosquitto: ServerFactory[Mosquitto], tmp_path: Path
+) -> None:
+    """A broker that hangs at the end: what was sent but never acknowledged is marked so."""
+    broker = make_mosquitto()
+    log = tmp_path / "run.jsonl"
+    proc = subprocess.Popen(
+        [*SIM, "run", "--broker", broker.url, "--ecoboxes", "6", "--rvms", "0",
+         "--regions", "atyrau", "--speed", "3600", "--duration", "3s", "--report-interval", "1m",
+         "--drain-timeout", "1s", "--log", str(log), "--json", "--quiet",
+         "--client-prefix", "t-hang"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2.0)
+        broker.freeze()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        broker.thaw()
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out)
+    entries = list(read_log(log))
+    unconfirmed = [e for e in entries if not e.acked]
+    assert len(unconfirmed) == summary["unconfirmed"] >= 1
+    assert summary["published"] == len(entries) - len(unconfirmed)
+    acked = {(e.topic, e.payload) for e in entries if e.acked}
+    assert all((e.topic, e.payload) not in acked for e in unconfirmed)
+    assert all(e.channel != "state" for e in unconfirmed)
