@@ -653,7 +653,13 @@ def load(**kw: Any) -> None:
     show_default=True,
     help="InfluxDB 1.x HTTP API (InfluxQL /query) (env TAZA_INFLUX_URL).",
 )
-@click.option("--db", envvar="TAZA_INFLUX_DB", default="taza", show_default=True)
+@click.option(
+    "--db",
+    envvar="TAZA_INFLUX_DB",
+    default="taza",
+    show_default=True,
+    help="Database (env TAZA_INFLUX_DB).",
+)
 @click.option("--rp", help="Retention policy (default: the database's default).")
 @click.option("--user", envvar="TAZA_INFLUX_USER", help="InfluxDB user (env TAZA_INFLUX_USER).")
 @click.option(
