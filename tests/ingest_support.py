@@ -187,23 +187,30 @@ class Publisher:
             raise AssertionError("publisher could not connect")
         self.infos: list[paho.MQTTMessageInfo] = []
 
-    def publish(self, messages: Iterable[tuple[str, bytes]], rate: float | None = None) -> None:
+    def publish(
+        self, messages: Iterable[tuple[str, bytes]], rate: float | None = None, window: int = 5000
+    ) -> None:
+        """Queue messages, at most ``window`` unacknowledged at a time: paho rescans its
+        whole outgoing queue on every PUBACK, so an unbounded queue costs O(n^2)."""
         start = time.monotonic()
         for i, (topic, payload) in enumerate(messages):
             self.infos.append(self.client.publish(topic, payload, qos=1))
-            if rate and i % 100 == 0:
-                ahead = i / rate - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
+            if i % 100 == 0:
+                if rate:
+                    ahead = i / rate - (time.monotonic() - start)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                while self._prune() > window:
+                    time.sleep(0.005)
 
-    def wait_all_acked(self, timeout: float = 60) -> None:
+    def _prune(self) -> int:
         # is_published() raises for messages queued while disconnected, which paho still
         # sends after the reconnect; the flag itself is set on their PUBACK.
-        def acked() -> bool:
-            self.infos = [i for i in self.infos if not i._published]
-            return not self.infos
+        self.infos = [i for i in self.infos if not i._published]
+        return len(self.infos)
 
-        wait_until(acked, timeout, "PUBACK of every message")
+    def wait_all_acked(self, timeout: float = 60) -> None:
+        wait_until(lambda: self._prune() == 0, timeout, "PUBACK of every message")
 
     def close(self) -> None:
         self.client.disconnect()
