@@ -11,7 +11,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-disable_created_metrics()  # the _created series only add noise for operators
+disable_created_metrics()  # type: ignore[no-untyped-call]  # _created series: noise to operators
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -35,7 +35,7 @@ class Metrics:
         )
         self.ignored = Counter(
             "taza_messages_ignored_total",
-            "messages on reserved topics (taza/v1/alerts/...)",
+            "reserved topics (taza/v1/alerts/...), cleared or replayed retained state",
             registry=r,
         )
         self.unregistered = Counter(

@@ -58,6 +58,7 @@ class Incoming:
     payload: bytes
     received_at: datetime
     received_mono: float
+    retained: bool = False
 
 
 class MqttIntake:
@@ -308,6 +309,7 @@ class MqttIntake:
                 payload=bytes(message.payload),
                 received_at=datetime.now(UTC),
                 received_mono=loop.time(),
+                retained=bool(message.retain),
             )
         )
 

@@ -76,6 +76,11 @@ class Pipeline:
         if not batch.acks:
             batch.first_received = msg.received_mono
         batch.acks.append((msg.mid, msg.generation))
+        if msg.retained and msg.topic.endswith("/state"):
+            # A retained state replayed on (re)subscribe is old news; stored with the
+            # receive time it would claim the device changed state now.
+            self.metrics.ignored.inc()
+            return
         try:
             message = devices.decode(msg.topic, msg.payload, msg.received_at, self.limits)
             device = self._enrich(message)

@@ -129,15 +129,15 @@ def test_20k_messages_v2_writer_into_victoriametrics(
         TAZA_INFLUX_ORG="taza",
         TAZA_INFLUX_TOKEN="unused",
     ).start()
-    msgs = fill_messages(200, 100, prefix="vm")
+    msgs = fill_messages(200, 100, prefix="v2writer")
     pub = Publisher(mosquitto.host, mosquitto.port, "pub-vm")
     pub.publish((t, p) for t, p, _ in msgs)
     pub.wait_all_acked()
 
-    match = '{__name__="fill_fill_pct",device_id=~"vm-.*"}'
+    match = '{__name__="fill_fill_pct",device_id=~"v2writer-.*"}'
     assert victoria.wait_samples(match, len(msgs), timeout=90) == len(msgs)
-    series = victoria.export('{__name__="fill_fill_pct",device_id="vm-00042"}')
-    want = sorted((ts, pct) for _, _, (d, ts, pct) in msgs if d == "vm-00042")
+    series = victoria.export('{__name__="fill_fill_pct",device_id="v2writer-00042"}')
+    want = sorted((ts, pct) for _, _, (d, ts, pct) in msgs if d == "v2writer-00042")
     assert len(series) == 1
     assert sorted(zip(series[0]["timestamps"], series[0]["values"], strict=True)) == want
     assert series[0]["metric"]["region"] == "almaty"
