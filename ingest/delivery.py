@@ -158,7 +158,9 @@ class Delivery:
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential_jitter(initial=self.retry_initial_s, max=self.retry_max_s),
+            wait=wait_exponential_jitter(
+                multiplier=self.retry_initial_s, max=self.retry_max_s, jitter=self.retry_initial_s
+            ),
             retry=retry_if_exception_type(WriteUnavailable),
             before_sleep=before_sleep,
             reraise=True,

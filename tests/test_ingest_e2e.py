@@ -464,3 +464,48 @@ def test_point_refused_by_database_is_dead_lettered_rest_written(
     assert base64.b64decode(records[0]["payload"]) == msgs[37][1]
     assert "conflict" in records[0]["detail"]
     pub.close()
+
+
+# retained presence and shared subscriptions ------------------------------------------------
+
+
+def test_retained_state_is_stored_once_not_on_every_resubscribe(
+    mosquitto: Any, influxd: Any, influx_db: str, make_ingest: MakeIngest
+) -> None:
+    ingest = make_ingest(mosquitto.url, influxd.url, TAZA_INFLUX_DB=influx_db).start()
+    pub = Publisher(mosquitto.host, mosquitto.port, f"pub-{influx_db}")
+    topic = f"taza/v1/almaty/ecobox/{influx_db[-20:]}/state"
+    pub.infos.append(pub.client.publish(topic, b"online", qos=1, retain=True))
+    pub.wait_all_acked()
+
+    def states() -> int:
+        rows = influxd.query("SELECT count(online) FROM state", db=influx_db)
+        return int(rows[0]["count"]) if rows else 0
+
+    wait_until(lambda: states() == 1, 20, "the live state point")
+    for _ in range(2):  # each start resubscribes and the broker replays the retained state
+        assert ingest.stop() == 0
+        ingest.start()
+    wait_until(lambda: ingest.metrics()["taza_messages_ignored_total"] >= 1, 10, "replay seen")
+    assert states() == 1
+    pub.infos.append(pub.client.publish(topic, b"", qos=1, retain=True))  # clear the retained
+    pub.wait_all_acked()
+    pub.close()
+
+
+def test_share_group_replicas_split_the_load(
+    mosquitto: Any, influxd: Any, influx_db: str, make_ingest: MakeIngest
+) -> None:
+    group = {"TAZA_INFLUX_DB": influx_db, "TAZA_MQTT_SHARE_GROUP": f"g{next(_ids)}"}
+    a = make_ingest(mosquitto.url, influxd.url, **group).start()
+    b = make_ingest(mosquitto.url, influxd.url, **group).start()
+    msgs = fill_messages(50, 40, prefix="share")
+    pub = Publisher(mosquitto.host, mosquitto.port, f"pub-{influx_db}")
+    pub.publish((t, p) for t, p, _ in msgs)
+    pub.wait_all_acked()
+    wait_stored(influxd, influx_db, len(msgs))
+    assert_all_stored(influxd, influx_db, msgs)
+    got = [r.metrics()["taza_messages_received_total"] for r in (a, b)]
+    assert sum(got) == len(msgs)
+    assert min(got) > 0, f"one replica got nothing: {got}"
+    pub.close()
