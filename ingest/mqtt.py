@@ -92,6 +92,7 @@ class MqttIntake:
         self._misc_task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()  # socket callbacks may fire in the connect thread
         self._sub_mid: int | None = None
+        self._delivered = 0
         self.client = self._make_client()
 
     def _make_client(self) -> paho.Client:
@@ -295,6 +296,7 @@ class MqttIntake:
         self._connected.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._delivered += 1
         if not self.accepting:
             return
         self.metrics.received.inc()
@@ -330,7 +332,7 @@ class MqttIntake:
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: paho.SocketLike) -> None:
         def register() -> None:
             assert self._loop is not None
-            self._loop.add_reader(sock, client.loop_read)
+            self._loop.add_reader(sock, self._read_available)
             if self._misc_task is None or self._misc_task.done():
                 self._misc_task = self._loop.create_task(self._misc_loop())
 
@@ -364,6 +366,17 @@ class MqttIntake:
                 self._loop.remove_writer(sock)
 
         self._call(unregister)
+
+    def _read_available(self, max_packets: int = 256) -> None:
+        """Handle a burst of PUBLISHes per wakeup: paho's loop_read takes one packet, and an
+        event-loop round per message costs more than decoding it. Stops at the first read
+        that delivers no message (socket drained, or a control packet)."""
+        for _ in range(max_packets):
+            before = self._delivered
+            if self.client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            if self._delivered == before or self.client.socket() is None:
+                return
 
     async def _misc_loop(self) -> None:
         """Keepalive pings, and the check that turns a frozen broker into a reconnect."""
