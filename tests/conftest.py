@@ -17,7 +17,8 @@ from typing import Any, Generic, TypeVar
 
 import pytest
 
-from tests.servers import InfluxDB1, MissingBinary, Mosquitto, Server, VictoriaMetrics
+from tests.ingest_support import IngestProcess
+from tests.servers import InfluxDB1, MissingBinary, Mosquitto, Server, VictoriaMetrics, free_port
 
 S = TypeVar("S", bound=Server)
 
@@ -175,6 +176,38 @@ def _servers_of(item: pytest.Item) -> list[Server]:
     return list(unique.values())
 
 
+_INGESTS = pytest.StashKey[list[IngestProcess]]()
+MakeIngest = Callable[..., IngestProcess]
+
+
+@pytest.fixture
+def make_ingest(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MakeIngest]:
+    """``make_ingest(mqtt_url, influx_url, **TAZA_env)`` → a not yet started taza-ingest
+    process with its own client id, data dir and HTTP port; stopped after the test, its log
+    shown when the test fails."""
+    made = request.node.stash.setdefault(_INGESTS, [])
+
+    def make(mqtt_url: str, influx_url: str, **env: str) -> IngestProcess:
+        n = len(made)
+        proc = IngestProcess(
+            tmp_path / f"ingest{n}",
+            {
+                "TAZA_MQTT_URL": mqtt_url,
+                "TAZA_MQTT_CLIENT_ID": f"taza-test-{request.node.name[:40]}-{n}",
+                "TAZA_INFLUX_URL": influx_url,
+                **env,
+            },
+            free_port(),
+        )
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -189,4 +222,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                     server.log_tail(),
                 )
             )
+        for ingest in item.stash.get(_INGESTS, []):
+            report.sections.append((f"taza-ingest log ({ingest.log_path})", ingest.log_tail(80)))
     return report

@@ -12,16 +12,16 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import MakeIngest
 from tests.ingest_support import (
     INGEST,
     REPO,
-    IngestProcess,
     Publisher,
     fill_messages,
     http_get,
@@ -32,37 +32,6 @@ from tests.servers import free_port
 pytestmark = pytest.mark.integration
 
 _ids = itertools.count()
-
-MakeIngest = Callable[..., IngestProcess]
-
-
-@pytest.fixture
-def make_ingest(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MakeIngest]:
-    made: list[IngestProcess] = []
-
-    def make(mqtt_url: str, influx_url: str, **env: str) -> IngestProcess:
-        n = next(_ids)
-        proc = IngestProcess(
-            tmp_path / f"ingest{n}",
-            {
-                "TAZA_MQTT_URL": mqtt_url,
-                "TAZA_MQTT_CLIENT_ID": f"taza-test-{request.node.name[:40]}-{n}",
-                "TAZA_INFLUX_URL": influx_url,
-                "TAZA_LOG_LEVEL": "info",
-                **env,
-            },
-            free_port(),
-        )
-        made.append(proc)
-        return proc
-
-    yield make
-    failed = getattr(request.node, "rep_call", None)
-    for proc in made:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.stop()
-        if failed is not None and failed.failed:
-            print(f"\n--- taza-ingest log {proc.log_path} ---\n{proc.log_tail(80)}")
 
 
 def influx_fill_count(influxd: Any, db: str) -> int:
