@@ -98,7 +98,7 @@ class Delivery:
                 self._log_batch(batch, "database", started)
                 return True
             except WriteUnavailable as exc:
-                self._set_database_up(False)
+                self.mark_database_up(False)
                 log.warning("database_unavailable", error=exc.message, action="spooling")
         warned = False
         while not self.spool.append(batch):
@@ -131,7 +131,7 @@ class Delivery:
             spooled = self.spool.oldest()
             if spooled is None:
                 self._spooled.clear()
-                self._set_database_up(True)
+                self.mark_database_up(True)
                 continue
             try:
                 await self._write_split(spooled.lines, spooled.origins, spooled.sources)
@@ -148,7 +148,7 @@ class Delivery:
             )
             self._set_spool_full(False)
             if self.spool.empty:
-                self._set_database_up(True)
+                self.mark_database_up(True)
 
     async def _write_retrying(
         self, lines: list[str], origins: list[int], sources: Sequence[Source]
@@ -203,7 +203,7 @@ class Delivery:
             await self._write_split(lines[:half], origins[:half], sources)
             await self._write_split(lines[half:], origins[half:], sources)
             return
-        self._set_database_up(True)
+        self.mark_database_up(True)
         self.metrics.points_written.inc(len(lines))
         self.metrics.batch_write_seconds.observe(time.monotonic() - started)
 
@@ -218,7 +218,7 @@ class Delivery:
         self.spool_full = full
         self.metrics.spool_full.set(1 if full else 0)
 
-    def _set_database_up(self, up: bool) -> None:
+    def mark_database_up(self, up: bool) -> None:
         self.database_up = up
         self.metrics.database_up.set(1 if up else 0)
 

@@ -122,7 +122,7 @@ class Service:
                 f"TAZA_HTTP_ADDR {self.settings.http_addr}: {exc.strerror or exc}"
             ) from None
         await self.writer.start()
-        self.delivery._set_database_up(await self.writer.ping())
+        self.delivery.mark_database_up(await self.writer.ping())
         log.info(
             "taza_ingest_started",
             **self.settings.summary(),

@@ -9,7 +9,6 @@ Defaults and their sources are listed in :class:`EcoboxParams` and docs/simulato
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 
 from simulator import profiles
 from simulator.fleet import REGIONS, DeviceSpec
+from simulator.timeline import Timeline
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -282,26 +282,16 @@ class EcoBox:
         self._day_index = -1
         if p.collection == "schedule":
             self.collection_at = self._next_scheduled(start + float(self.rng.uniform(0, DAY)))
-        queue: list[tuple[float, int, str]] = []
-        order = 0
-
-        def push(when: float, what: str) -> None:
-            nonlocal order
-            order += 1
-            heapq.heappush(queue, (when, order, what))
-
-        def exp_next(t: float, rate_per_day: float) -> float:
-            if rate_per_day <= 0:
-                return math.inf
-            return t + float(self.rng.exponential(DAY / rate_per_day))
+        timeline = Timeline(self.rng)
+        push, exp_next = timeline.push, timeline.after_exponential
 
         push(start + float(self.rng.uniform(0.0, interval)), "report")
         push(exp_next(start, p.fire_rate_per_day), "fire")
         push(exp_next(start, p.tip_rate_per_day), "tip")
         push(exp_next(start, p.lid_rate_per_day), "lid")
         reports = int(self.rng.integers(0, max(1, p.status_every)))
-        while queue:
-            t, _, what = heapq.heappop(queue)
+        while timeline:
+            t, what = timeline.pop()
             if t >= end:
                 break
             self.advance(t)

@@ -9,7 +9,6 @@ until a crew empties it.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import numpy as np
 from simulator import profiles
 from simulator.ecobox import DAY, HOUR, Reading, local_time
 from simulator.fleet import REGIONS, DeviceSpec
+from simulator.timeline import Timeline
 
 # CAL: Norway PET 54 %, cans 46 % — Kazakh fandomats take PET and cans only (tomra.com).
 KZ_MIX = {"pet": 0.54, "alu": 0.46}
@@ -253,26 +253,16 @@ class Rvm:
         p = self.params
         interval = float(self.spec.report_interval_s)
         peak = self.session_rate_per_s * profiles.peak("rvm")
-        queue: list[tuple[float, int, str]] = []
-        order = 0
-
-        def push(when: float, what: str) -> None:
-            nonlocal order
-            order += 1
-            heapq.heappush(queue, (when, order, what))
-
-        def exp_next(t: float, rate_per_day: float) -> float:
-            if rate_per_day <= 0:
-                return math.inf
-            return t + float(self.rng.exponential(DAY / rate_per_day))
+        timeline = Timeline(self.rng)
+        push, exp_next = timeline.push, timeline.after_exponential
 
         if peak > 0:
             push(start + float(self.rng.exponential(1.0 / peak)), "arrival")
         push(start + float(self.rng.uniform(0.0, interval)), "status")
         push(exp_next(start, p.printer_rate_per_day), "printer")
         push(exp_next(start, p.outage_rate_per_day), "outage")
-        while queue:
-            t, _, what = heapq.heappop(queue)
+        while timeline:
+            t, what = timeline.pop()
             if t >= end:
                 break
             if self.service_at is not None and self.service_at <= t:
