@@ -148,4 +148,6 @@ def deadletter_cmd(
 def config_cmd(ctx: click.Context) -> None:
     """Validate the configuration and print it as JSON (secrets hidden)."""
     settings = _settings(ctx)
-    click.echo(orjson.dumps(settings.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+    shown = settings.model_dump(mode="json")
+    shown["mqtt_url"] = settings.broker.redacted()
+    click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())

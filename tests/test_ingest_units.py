@@ -257,3 +257,21 @@ def test_pipeline_every_message_acked_once_in_order() -> None:
         "the fill and the live state; the replayed retained state is skipped"
     )
     assert metrics.registry.get_sample_value("taza_messages_ignored_total") == 2
+
+
+def test_config_command_hides_every_secret(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    toml = tmp_path / "t.toml"
+    toml.write_text(
+        'mqtt_url = "mqtt://u:pw-1@h:1883"\ninflux_password = "pw-2"\ninflux_token = "pw-3"\n'
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "ingest", "--config", str(toml), "config"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "pw-" not in out
+    assert "mqtt://u:***@h:1883" in out
