@@ -145,6 +145,9 @@ class Settings(BaseSettings):
         "text", description="text for people, json for collectors"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    stats_interval_s: float = Field(
+        60.0, ge=0, description="a summary log line this often (0: never)"
+    )
 
     @field_validator("mqtt_url")
     @classmethod

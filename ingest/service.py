@@ -138,6 +138,7 @@ class Service:
                 )
                 delivery_task = tg.create_task(self.delivery.run(self.batches), name="delivery")
                 replay_task = tg.create_task(self.delivery.replay_forever(), name="replay")
+                stats_task = tg.create_task(self._stats_forever(), name="stats")
                 await stop.wait()
                 log.info("taza_ingest_stopping", pending=self.pending)
                 self.mqtt.stop_accepting()
@@ -153,17 +154,41 @@ class Service:
                     await delivery_task
                 await self.mqtt.close()
                 replay_task.cancel()
+                stats_task.cancel()
                 await mqtt_task
         finally:
             with contextlib.suppress(Exception):
                 await self.writer.close()
             self.deadletters.close()
             await self.http.stop()
-        log.info(
-            "taza_ingest_stopped",
-            received=int(
-                self.metrics.registry.get_sample_value("taza_messages_received_total") or 0
-            ),
-            unacknowledged_left_with_broker=self.pending,
-            spool_batches=self.spool.count,
+        log.info("taza_ingest_stopped", **self._stats())
+
+    def _stats(self) -> dict[str, int]:
+        sample = self.metrics.registry.get_sample_value
+        rejected = sum(
+            m.value
+            for family in self.metrics.rejected.collect()
+            for m in family.samples
+            if m.name.endswith("_total")
         )
+        return {
+            "received": int(sample("taza_messages_received_total") or 0),
+            "accepted": int(sample("taza_messages_accepted_total") or 0),
+            "rejected": int(rejected),
+            "points_written": int(sample("taza_points_written_total") or 0),
+            "unacknowledged": self.pending,
+            "spool_batches": self.spool.count,
+        }
+
+    async def _stats_forever(self) -> None:
+        """One summary line per interval, only when something moved: for people reading logs."""
+        interval = self.settings.stats_interval_s
+        if interval <= 0:
+            return
+        last: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(interval)
+            now = self._stats()
+            if now != last:
+                log.info("ingest_stats", interval_s=interval, **now)
+                last = now

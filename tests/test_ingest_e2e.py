@@ -159,7 +159,9 @@ def test_database_down_15s_mid_stream_zero_loss(
 def test_service_stopped_mid_stream_then_restarted_zero_loss(
     sig: int, mosquitto: Any, influxd: Any, influx_db: str, make_ingest: MakeIngest
 ) -> None:
-    ingest = make_ingest(mosquitto.url, influxd.url, TAZA_INFLUX_DB=influx_db).start()
+    ingest = make_ingest(
+        mosquitto.url, influxd.url, TAZA_INFLUX_DB=influx_db, TAZA_STATS_INTERVAL_S="0.5"
+    ).start()
     msgs = fill_messages(100, 100, prefix=f"sig{sig}")
     pub = Publisher(mosquitto.host, mosquitto.port, f"pub-{influx_db}")
     pub.publish(((t, p) for t, p, _ in msgs[:4000]), rate=4000)
@@ -175,6 +177,10 @@ def test_service_stopped_mid_stream_then_restarted_zero_loss(
     if sig == signal.SIGTERM:
         stopped = [e for e in ingest.log_events() if e.get("event") == "taza_ingest_stopped"]
         assert stopped, "no clean-stop line in the log"
+        assert stopped[0]["spool_batches"] == 0
+        stats = [e for e in ingest.log_events() if e.get("event") == "ingest_stats"]
+        assert stats, "no periodic summary line"
+        assert stats[-1]["points_written"] <= len(msgs)
     pub.close()
 
 
