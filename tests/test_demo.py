@@ -1,0 +1,209 @@
+"""`make demo` in its CI size (`--short`): the whole chain runs, reports, and leaves nothing behind.
+
+Each test runs `python -m simulator.demo` as a user would (its own process group, like a shell
+job), in a temporary `--var` directory, and checks what a user relies on: exit status, the report
+(nothing lost, the fullest-bins table, the dead-letter summary), that the printed InfluxQL and
+HTTP examples work, that a second run in the same directory needs no clean-up, and that Ctrl-C
+stops every process the demo started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from simulator.demo import INFLUXQL_EXAMPLES
+from tests.servers import REPO_ROOT, MissingBinary, find_binary
+
+pytestmark = pytest.mark.integration
+
+_no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(autouse=True)
+def _binaries() -> None:
+    for binary in ("mosquitto", "influxd"):
+        try:
+            find_binary(binary)
+        except MissingBinary as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+
+class Demo:
+    """The demo as a child process; its output is collected line by line by a thread."""
+
+    def __init__(self, var: Path, *args: str) -> None:
+        self.var = var
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simulator.demo", "--short", "--var", str(var), *args],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"no {text!r} within {timeout:.0f} s:\n{self.output}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"demo exited ({self.proc.wait()}) before {text!r}:\n{self.output}")
+            self.lines.append(line)
+
+    def finish(self, timeout: float) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            pytest.fail(f"demo still running after {timeout:.0f} s:\n{self.output}")
+        while (line := self._queue.get(timeout=10)) is not None:
+            self.lines.append(line)
+        return code
+
+    def interrupt(self) -> None:
+        """What Ctrl-C in a terminal does: SIGINT to the foreground process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+
+def survivors(var: Path) -> list[str]:
+    """Processes whose command line or environment names the demo's directory: the servers'
+    config paths, taza-sim's --fleet, taza-ingest's TAZA_DATA_DIR."""
+    marker = str(var).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        for part in ("cmdline", "environ"):
+            try:
+                data = (proc / part).read_bytes()
+            except OSError:
+                continue
+            if marker in data:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found.append(f"{proc.name}: {cmdline}")
+                break
+    return found
+
+
+def check_report(out: str) -> None:
+    """The end of a run: verify's totals, the fullest bins, the dead-letter summary."""
+    totals = re.search(
+        r"delivered (\d+)\s+lost (\d+)\s+partial (\d+)\s+duplicated points (\d+)", out
+    )
+    assert totals, out
+    delivered, lost, partial, duplicated = map(int, totals.groups())
+    assert delivered > 1000, out
+    assert (lost, partial, duplicated) == (0, 0, 0), out
+    rejected = re.search(
+        r"correctly rejected (\d+)\s+wrongly accepted (\d+)\s+not in dead-letter (\d+)", out
+    )
+    assert rejected, out
+    assert int(rejected[1]) > 0, "the demo's deliberate malformed messages are missing"
+    assert (int(rejected[2]), int(rejected[3])) == (0, 0), out
+
+    assert "fullest eco-boxes per region" in out
+    rows = re.findall(
+        r"^\s+(?:almaty|astana)?\s+eb-(almaty|astana)-\d{4}\s+(\w+)\s+(\w+)\s+\d+ L\s+([\d.]+) %$",
+        out,
+        re.MULTILINE,
+    )
+    assert [r[0] for r in rows] == ["almaty"] * 5 + ["astana"] * 5, out
+    for region in ("almaty", "astana"):
+        fills = [float(r[3]) for r in rows if r[0] == region]
+        assert fills == sorted(fills, reverse=True), f"{region} table is not fullest first:\n{out}"
+    assert all(site in {"residential", "commercial", "park", "transit"} for _, site, _, _ in rows)
+
+    dead = re.search(r"dead-letter store \(\S+\): (\d+) rejected messages", out)
+    assert dead, out
+    assert int(dead[1]) == int(rejected[1]), "dead-letter store and verify disagree"
+    assert len(out.splitlines()) < 100, f"no walls of logs:\n{out}"
+
+
+def influxql(url: str, q: str) -> list[object]:
+    params = urllib.parse.urlencode({"db": "taza", "q": q})
+    with _no_proxy.open(f"{url}/query?{params}", timeout=10) as response:
+        doc = json.load(response)
+    result = doc["results"][0]
+    assert "error" not in result, f"{q}: {result['error']}"
+    return [v for s in result.get("series", []) for v in s["values"]]
+
+
+def test_demo_runs_twice_in_one_directory_and_its_examples_work(tmp_path: Path) -> None:
+    var = tmp_path / "demo"
+    first = Demo(var)
+    code = first.finish(timeout=120)
+    assert code == 0, first.output
+    check_report(first.output)
+    assert "OK: nothing lost; everything stopped cleanly" in first.output
+    assert not survivors(var), survivors(var)
+
+    # Second run, same directory, no clean-up in between; this time it stays up to be explored.
+    second = Demo(var, "--keep-running")
+    second.wait_for("press Ctrl-C to stop them", timeout=120)
+    out = second.output
+    check_report(out)
+    influx = re.search(r"influxd\s+(http://127\.0\.0\.1:\d+) db taza", out)
+    ingest = re.search(r"taza-ingest\s+(http://127\.0\.0\.1:\d+)", out)
+    assert influx, out
+    assert ingest, out
+    for comment, q in INFLUXQL_EXAMPLES:
+        assert f"q '{q}'" in out
+        assert influxql(influx[1], q), f"printed example ({comment}) returns nothing: {q}"
+    with _no_proxy.open(f"{ingest[1]}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    received = re.search(r"^taza_messages_received_total (\S+)$", metrics, re.MULTILINE)
+    assert received, metrics
+    assert float(received[1]) > 1000
+
+    second.interrupt()
+    code = second.finish(timeout=60)
+    assert code == 0, second.output  # Ctrl-C is the normal end of --keep-running
+    assert "stopped taza-ingest (exit 0), mosquitto, influxd" in second.output
+    assert not survivors(var), survivors(var)
+
+
+def test_ctrl_c_mid_run_stops_everything(tmp_path: Path) -> None:
+    var = tmp_path / "demo"
+    demo = Demo(var, "--duration", "30s")
+    demo.wait_for("66/66 │", timeout=60)  # a progress row: every device connected, publishing
+    demo.interrupt()
+    code = demo.finish(timeout=60)
+    assert code == 130, demo.output
+    assert "interrupted" in demo.output
+    assert re.search(
+        r"stopped taza-sim \(exit 130\), taza-ingest \(exit 0\), mosquitto, influxd", demo.output
+    ), demo.output
+    assert not survivors(var), survivors(var)
