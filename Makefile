@@ -15,6 +15,7 @@ all: test
 
 help:
 	@echo "make demo   set up, start local servers + taza-ingest, run a simulated fleet, report"
+	@echo "           DEMO_ARGS=--short (15 s) | --keep-running (explore afterwards) | --help"
 	@echo "make test   set up, then ruff + mypy + pytest (real servers, started by the tests)"
 	@echo "make lint   ruff + mypy only;  make bench   throughput/latency figures (bench/)"
 
