@@ -134,7 +134,7 @@ class Delivery:
                 self.mark_database_up(True)
                 continue
             try:
-                await self._write_split(spooled.lines, spooled.origins, spooled.sources)
+                await self._write_all(spooled.lines, spooled.origins, spooled.sources)
             except WriteUnavailable as exc:
                 log.debug("replay_waiting", error=exc.message, retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay)
@@ -167,12 +167,27 @@ class Delivery:
         )
         async for attempt in retrying:
             with attempt:
-                await self._write_split(lines, origins, sources)
+                await self._write_all(lines, origins, sources)
 
-    async def _write_split(
+    async def _write_all(
         self, lines: list[str], origins: list[int], sources: Sequence[Source]
     ) -> None:
-        """Write; on refusal, halve until each refused line stands alone, dead-letter those.
+        """One complete write. Refused lines are dead-lettered only once everything else is
+        stored: an attempt that fails half-way is retried (or spooled) whole, and must not
+        have recorded its refusals already."""
+        refused: list[DeadLetter] = []
+        await self._write_split(lines, origins, sources, refused)
+        if refused:
+            self._dead_letter(refused)
+
+    async def _write_split(
+        self,
+        lines: list[str],
+        origins: list[int],
+        sources: Sequence[Source],
+        refused: list[DeadLetter],
+    ) -> None:
+        """Write; on refusal, halve until each refused line stands alone and collect it.
 
         Re-writing points that a partial write already stored is harmless: identical
         points overwrite themselves.
@@ -180,28 +195,26 @@ class Delivery:
         started = time.monotonic()
         try:
             await self.writer.write(("\n".join(lines) + "\n").encode())
-        except WriteUnavailable as exc:
+        except WriteUnavailable:
             self.metrics.write_errors.labels(kind="unavailable").inc()
-            raise exc
+            raise
         except WriteRefused as exc:
             self.metrics.write_errors.labels(kind="refused").inc()
             if len(lines) == 1:
                 src = sources[origins[0]]
-                self._dead_letter(
-                    [
-                        DeadLetter(
-                            src.topic,
-                            src.payload,
-                            Reason.REFUSED_BY_DATABASE,
-                            f"{exc.message} — line: {lines[0][:300]}",
-                            src.received_at,
-                        )
-                    ]
+                refused.append(
+                    DeadLetter(
+                        src.topic,
+                        src.payload,
+                        Reason.REFUSED_BY_DATABASE,
+                        f"{exc.message} — line: {lines[0][:300]}",
+                        src.received_at,
+                    )
                 )
                 return
             half = len(lines) // 2
-            await self._write_split(lines[:half], origins[:half], sources)
-            await self._write_split(lines[half:], origins[half:], sources)
+            await self._write_split(lines[:half], origins[:half], sources, refused)
+            await self._write_split(lines[half:], origins[half:], sources, refused)
             return
         self.mark_database_up(True)
         self.metrics.points_written.inc(len(lines))

@@ -199,6 +199,34 @@ async def test_refused_lines_are_isolated_and_dead_lettered(tmp_path: Path) -> N
     assert [(r["topic"], r["reason"]) for r in records] == [("t/37", "refused_by_database")]
 
 
+async def test_refusal_recorded_once_when_an_attempt_fails_half_way(tmp_path: Path) -> None:
+    """The first half (with the refused line) goes through, then the database drops out:
+    the retry redoes the split, and the refused message is still dead-lettered once."""
+    writer, acked = MemoryWriter(), []
+    d = _delivery(tmp_path, writer, acked)
+    b = _batch(8)
+    b.lines[1] = "m,d=BAD v=1i 1"
+    real_write = writer.write
+
+    async def drop_once_after_first_half(body: bytes) -> None:
+        if body.startswith(b"m,d=ok v=4i") and not getattr(writer, "dropped", False):
+            writer.dropped = True  # type: ignore[attr-defined]
+            raise WriteUnavailable("connection reset")
+        await real_write(body)
+
+    writer.write = drop_once_after_first_half  # type: ignore[method-assign]
+    assert await d.store(b)
+    assert set(writer.lines) == {x for x in b.lines if "BAD" not in x}  # rewrites are idempotent
+    records = list(read_records(tmp_path / "dl"))
+    assert [r["topic"] for r in records] == ["t/1"]
+    assert (
+        d.metrics.registry.get_sample_value(
+            "taza_messages_rejected_total", {"reason": "refused_by_database"}
+        )
+        == 1
+    )
+
+
 async def test_database_down_spools_then_replays_in_order(tmp_path: Path) -> None:
     writer, acked = MemoryWriter(), []
     d = _delivery(tmp_path, writer, acked)
