@@ -12,7 +12,7 @@ import pytest
 
 import devices
 from simulator import faults as fault_kinds
-from simulator.cli import _rvm_mixes
+from simulator.cli.run import rvm_mixes
 from simulator.clock import SimClock, parse_duration, rfc3339_ms
 from simulator.fleet import generate
 from simulator.rvm import GLASS_MIX
@@ -240,6 +240,6 @@ def test_the_material_mix_can_differ_per_region() -> None:
             materials[region] |= {i["material"] for i in orjson.loads(out.payload)["items"]}
     assert materials["almaty"] == {"pet", "alu"}  # Kazakh fandomats: PET and cans only
     assert materials["astana"] == {"pet", "alu", "glass"}
-    default, by_region = _rvm_mixes(("pet=1,alu=1", "shymkent:pet=0.5,glass=0.5"))
+    default, by_region = rvm_mixes(("pet=1,alu=1", "shymkent:pet=0.5,glass=0.5"))
     assert default == {"pet": 0.5, "alu": 0.5}
     assert by_region == {"shymkent": {"pet": 0.5, "glass": 0.5}}
