@@ -76,17 +76,25 @@ def test_every_option_has_help_text(name: str) -> None:
         if isinstance(param, click.Option) and not (param.help or "").strip()
     ]
     assert missing == []
+    for where, command in _commands(name)[1:]:
+        shown = " ".join(_script(*where.split(), "--help").stdout.split())
+        for param in command.params:
+            if isinstance(param, click.Option):
+                first_words = " ".join((param.help or "").split()[:4])
+                assert first_words in shown, (where, param.opts[0])
 
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_subcommand_summaries_are_not_cut_off(name: str) -> None:
+    in_process = CliRunner().invoke(COMMANDS[name], ["--help"], terminal_width=80).output
     done = _script(name, "--help")
     assert done.returncode == 0
-    listing = done.stdout.split("Commands:", 1)[1]
-    for _, command in _commands(name)[1:]:
-        summary = command.get_short_help_str(limit=1000)
-        assert not summary.endswith("..."), summary
-        assert summary in " ".join(listing.split()), (summary, listing)
+    for output in (in_process, done.stdout):
+        listing = " ".join(output.split("Commands:", 1)[1].split())
+        for _, command in _commands(name)[1:]:
+            summary = command.get_short_help_str(limit=1000)
+            assert not summary.endswith("..."), summary
+            assert summary in listing, (summary, listing)
 
 
 def test_ingest_takes_config_after_the_subcommand(tmp_path: Path) -> None:
