@@ -5,8 +5,10 @@ the database leaves through :func:`encode`. The firmware-facing description of t
 is docs/protocol.md.
 """
 
+from devices.broker import BrokerURL, BrokerURLError
 from devices.decode import decode
 from devices.errors import Ignored, Reason, RegistryError, Rejected, TazaDeviceError
+from devices.exitcodes import ExitCode
 from devices.limits import DEFAULT_LIMITS, Limits
 from devices.lineprotocol import encode, timestamp_ns
 from devices.message import (
@@ -25,7 +27,7 @@ from devices.message import (
 from devices.payload import to_payload
 from devices.registry import DeviceInfo, Registry
 from devices.schema import FAULT_CODES, FRACTIONS, MATERIALS, MAX_ITEMS, MODES
-from devices.topics import INTAKE_FILTER, parse_topic
+from devices.topics import INTAKE_FILTER, format_topic, parse_topic
 
 __all__ = [
     "CHANNELS",
@@ -37,9 +39,12 @@ __all__ = [
     "MAX_ITEMS",
     "MODES",
     "Body",
+    "BrokerURL",
+    "BrokerURLError",
     "Channel",
     "Deposit",
     "DeviceInfo",
+    "ExitCode",
     "Fill",
     "Ignored",
     "Item",
@@ -56,6 +61,7 @@ __all__ = [
     "Topic",
     "decode",
     "encode",
+    "format_topic",
     "parse_topic",
     "timestamp_ns",
     "to_payload",

@@ -70,3 +70,11 @@ def _parse(topic: str) -> Topic:
 def _show(s: str, limit: int = 80) -> str:
     """repr() escapes control characters, so details are safe to log; long input is cut."""
     return repr(s) if len(s) <= limit else repr(s[:limit]) + "…"
+
+
+def format_topic(region: str, kind: str, device_id: str, channel: str) -> str:
+    """The topic a device publishes ``channel`` on: the inverse of :func:`parse_topic`.
+
+    Not validated here (the simulator builds wrong topics on purpose); ``parse_topic`` judges.
+    """
+    return f"{PREFIX}{region}/{kind}/{device_id}/{channel}"

@@ -1,16 +1,25 @@
-"""``taza-ingest``: run the service, inspect the dead-letter store, show the configuration."""
+"""``taza-ingest``: run the service, inspect the dead-letter store, show the configuration.
+
+Conventions shared with ``taza-sim``: ``-h``/``--help``, ``--version``, options accepted after
+the subcommand (``taza-ingest run --config taza.toml``), exit statuses from
+:class:`devices.ExitCode`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import orjson
 
+from devices import ExitCode, Reason
+from devices.timeparse import parse_duration, parse_instant
 from ingest import deadletter
 from ingest.config import Settings, describe_settings, load_settings
 from ingest.errors import BrokerRefused, ConfigError
@@ -23,31 +32,50 @@ EPILOG = (
 )
 
 
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
+
+
 def _settings(ctx: click.Context) -> Settings:
     try:
-        return load_settings(ctx.obj["config"])
+        return load_settings(ctx.find_root().meta.get(_CONFIG))
     except ConfigError as exc:
         click.echo(f"taza-ingest: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(ExitCode.USAGE)
 
 
-@click.group(epilog=EPILOG, context_settings={"max_content_width": 120})
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    envvar="TAZA_CONFIG",
-    help="TOML file with settings (environment variables take precedence).",
-)
-@click.version_option(package_name="taza-telemetry")
-@click.pass_context
-def main(ctx: click.Context, config: Path | None) -> None:
+_CONFIG = "taza.config"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _remember_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """``--config`` before or after the subcommand: the one given last wins."""
+    if value is not None or _CONFIG not in ctx.find_root().meta:
+        ctx.find_root().meta[_CONFIG] = value
+
+
+def config_option(envvar: str | None) -> Callable[[F], F]:
+    return click.option(
+        "--config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        envvar=envvar,
+        expose_value=False,
+        callback=_remember_config,
+        help="TOML file with settings (environment variables take precedence; env TAZA_CONFIG).",
+    )
+
+
+@click.group(epilog=EPILOG, context_settings=CONTEXT_SETTINGS)
+@config_option("TAZA_CONFIG")
+@click.version_option(package_name="taza-telemetry", prog_name="taza-ingest")
+def main() -> None:
     """taza ingest service: MQTT telemetry of eco-boxes and RVMs → InfluxDB, at least once."""
-    ctx.ensure_object(dict)
-    ctx.obj["config"] = config
 
 
-@main.command(epilog=EPILOG)
+@main.command(
+    epilog=EPILOG, short_help="Run the service: MQTT → validate → InfluxDB, at least once."
+)
+@config_option(None)
 @click.pass_context
 def run(ctx: click.Context) -> None:
     """Subscribe, validate, store; acknowledge each message only once it is stored.
@@ -65,7 +93,7 @@ def run(ctx: click.Context) -> None:
         if fatal is None:
             raise
         click.echo(f"taza-ingest: {fatal}", err=True)
-        sys.exit(2 if isinstance(fatal, ConfigError) else 1)
+        sys.exit(ExitCode.USAGE if isinstance(fatal, ConfigError) else ExitCode.FAILURE)
 
 
 def _first_fatal(exc: BaseException) -> ConfigError | BrokerRefused | None:
@@ -90,17 +118,67 @@ async def _run(settings: Settings) -> None:
     await Service(settings).run(stop)
 
 
-@main.command("deadletter")
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """An instant (RFC 3339) or a duration back from now (``90m``, ``1h``, ``2d``)."""
+    if value is None:
+        return None
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        return parse_instant(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a duration (90m, 1h, 2d) nor an RFC 3339 time "
+            "(2025-03-01T08:00:00+05:00)"
+        ) from None
+
+
+def _received_after(record: dict[str, Any], since: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(str(record.get("received_at"))) >= since
+    except ValueError:
+        return False
+
+
+_DEFAULT_TAIL = 20
+
+
+@main.command(
+    "deadletter", short_help="List and summarise rejected messages (the dead-letter store)."
+)
+@config_option(None)
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Data directory (default: TAZA_DATA_DIR).",
+    help="The service's data directory, which holds deadletter/ (default: TAZA_DATA_DIR or "
+    "the configuration's data_dir).",
 )
-@click.option("--reason", default=None, help="Only records with this reason code.")
+@click.option(
+    "--reason",
+    type=click.Choice([r.value for r in Reason]),
+    default=None,
+    metavar="REASON",
+    help="Only records with this reason code (" + ", ".join(r.value for r in Reason) + ").",
+)
 @click.option("--device", default=None, help="Only records of this device id.")
-@click.option("--tail", type=int, default=20, show_default=True, help="How many records to list.")
-@click.option("--summary", "summary_only", is_flag=True, help="Only the summary.")
+@click.option(
+    "--since",
+    callback=_since,
+    default=None,
+    help="Only records received since this time: RFC 3339 (2025-03-01T08:00:00+05:00) or a "
+    "duration back from now (90m, 1h, 2d).",
+)
+@click.option(
+    "--tail",
+    type=click.IntRange(0),
+    default=None,
+    help=f"List only the last N records, without the summary (default: the summary, then "
+    f"the last {_DEFAULT_TAIL}).",
+)
+@click.option("--summary", "summary_only", is_flag=True, help="Only the summary, no records.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output for scripts.")
 @click.pass_context
 def deadletter_cmd(
@@ -108,32 +186,51 @@ def deadletter_cmd(
     data_dir: Path | None,
     reason: str | None,
     device: str | None,
-    tail: int,
+    since: datetime | None,
+    tail: int | None,
     summary_only: bool,
     as_json: bool,
 ) -> None:
-    """List and summarise rejected messages (the dead-letter store), newest last."""
-    directory = (data_dir or _settings(ctx).data_dir) / "deadletter"
+    """List and summarise rejected messages (the dead-letter store), newest last.
+
+    Without options: the summary (records by reason), then the last 20 records. Exit
+    status 2 when there is no dead-letter store in the data directory (wrong --data-dir?).
+    """
+    if tail is not None and summary_only:
+        raise click.UsageError("--tail lists records without the summary; --summary the opposite")
+    root = data_dir if data_dir is not None else _settings(ctx).data_dir
+    directory = root / "deadletter"
+    if not directory.is_dir():
+        where = "--data-dir" if data_dir is not None else "the configured data_dir (TAZA_DATA_DIR)"
+        raise click.UsageError(
+            f"no dead-letter store at {directory}: {where} is not the data directory of a "
+            "taza-ingest that has run"
+        )
     records = [
         r
         for r in deadletter.read_records(directory)
         if (reason is None or r.get("reason") == reason)
         and (device is None or str(r.get("topic", "")).split("/")[4:5] == [device])
+        and (since is None or _received_after(r, since))
     ]
-    summary = deadletter.summarise(records)
-    shown = records[-tail:] if tail > 0 else []
+    show_summary = tail is None
+    count = 0 if summary_only else (_DEFAULT_TAIL if tail is None else tail)
+    shown = records[-count:] if count > 0 else []
     if as_json:
-        out: dict[str, Any] = {"directory": str(directory), "summary": summary}
+        out: dict[str, Any] = {"directory": str(directory)}
+        if show_summary:
+            out["summary"] = deadletter.summarise(records)
         if not summary_only:
             out["records"] = shown
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"dead-letter store {directory}: {summary['total']} records")
-    for r, n in summary["by_reason"].items():
-        click.echo(f"  {r:<22} {n}")
-    if summary_only or not shown:
-        return
-    click.echo(f"\nlast {len(shown)}:")
+    if show_summary:
+        summary = deadletter.summarise(records)
+        click.echo(f"dead-letter store {directory}: {summary['total']} records")
+        for r, n in summary["by_reason"].items():
+            click.echo(f"  {r:<22} {n}")
+        if shown:
+            click.echo(f"\nlast {len(shown)}:")
     for rec in shown:
         payload = deadletter.decode_payload(rec)
         text = payload.decode("utf-8", "backslashreplace")
@@ -143,7 +240,8 @@ def deadletter_cmd(
         click.echo(f"    payload: {text}")
 
 
-@main.command("config")
+@main.command("config", short_help="Validate the configuration and print it (secrets hidden).")
+@config_option(None)
 @click.pass_context
 def config_cmd(ctx: click.Context) -> None:
     """Validate the configuration and print it as JSON (secrets hidden)."""

@@ -7,10 +7,9 @@ traceback an hour later. Defaults work against the local demo servers.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -20,45 +19,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from devices.broker import BrokerURL
 from ingest.errors import ConfigError
 
 ENV_PREFIX = "TAZA_"
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-    def redacted(self) -> str:
-        user = f"{self.username}:***@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
-
-
-def parse_mqtt_url(url: str) -> BrokerAddress:
-    """``mqtt://user:pass@host:port`` (1883) or ``mqtts://`` (TLS, 8883)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"scheme must be mqtt:// or mqtts://, got {parts.scheme or 'none'!r}")
-    if not parts.hostname:
-        raise ValueError("no host in the URL")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"bad port: {exc}") from None
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("the URL takes no path, query or fragment")
-    tls = parts.scheme == "mqtts"
-    return BrokerAddress(
-        host=parts.hostname,
-        port=port or (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+BrokerAddress = BrokerURL
+"""The broker the service connects to (the contract package's parser: one set of URL rules)."""
+parse_mqtt_url = BrokerURL.parse
 
 
 def parse_host_port(addr: str) -> tuple[str, int]:

@@ -24,46 +24,24 @@ import collections
 import contextlib
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
-from simulator.fleet import DeviceSpec
+from devices import BrokerURL, DeviceInfo
 from simulator.stream import DROP, PUBLISH, REJOIN, Outgoing, topic_for
 
 
-@dataclass(frozen=True, slots=True)
-class Broker:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> Broker:
-        """``mqtt://[user:pass@]host[:port]`` (TLS, ``mqtts://``, is not supported yet)."""
-        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-        if parts.scheme != "mqtt":
-            raise ValueError(f"unsupported broker URL scheme {parts.scheme!r} in {url!r}")
-        if not parts.hostname:
-            raise ValueError(f"no host in broker URL {url!r}")
-        return cls(
-            host=parts.hostname,
-            port=parts.port or 1883,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
-
-    def __str__(self) -> str:
-        user = f"{self.username}@" if self.username else ""
-        return f"mqtt://{user}{self.host}:{self.port}"
+def tls_context(broker: BrokerURL) -> ssl.SSLContext | None:
+    """mqtts:// verifies the broker against the system's CA bundle, as field devices do."""
+    return ssl.create_default_context() if broker.tls else None
 
 
-async def preflight(broker: Broker, client_id: str, wait_s: float = 10.0) -> None:
+async def preflight(broker: BrokerURL, client_id: str, wait_s: float = 10.0) -> None:
     """Connect once and disconnect: fail fast, with the reason, when the broker is unusable."""
     client = aiomqtt.Client(
         broker.host,
@@ -72,6 +50,7 @@ async def preflight(broker: Broker, client_id: str, wait_s: float = 10.0) -> Non
         password=broker.password,
         identifier=client_id,
         timeout=wait_s,
+        tls_context=tls_context(broker),
     )
     try:
         async with asyncio.timeout(wait_s):
@@ -127,8 +106,8 @@ class Device:
 
     def __init__(
         self,
-        spec: DeviceSpec,
-        broker: Broker,
+        spec: DeviceInfo,
+        broker: BrokerURL,
         sink: Sink,
         counters: FleetCounters,
         options: DeviceOptions,
@@ -239,6 +218,7 @@ class Device:
             keepalive=self.opt.keepalive,
             timeout=self.opt.publish_timeout,
             clean_session=True,
+            tls_context=tls_context(self.broker),
         )
 
     async def _session(self) -> None:

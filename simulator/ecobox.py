@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from devices import DeviceInfo
 from simulator import profiles
-from simulator.fleet import REGIONS, DeviceSpec
+from simulator.fleet import REGIONS, capacity_of, site_of
 from simulator.timeline import Timeline
 
 HOUR = 3600.0
@@ -89,7 +90,7 @@ class _Incident:
 
 @dataclass(slots=True)
 class EcoBox:
-    spec: DeviceSpec
+    spec: DeviceInfo
     rng: np.random.Generator
     params: EcoboxParams = field(default_factory=EcoboxParams)
     # state, set in __post_init__
@@ -148,7 +149,7 @@ class EcoBox:
                 self._day_noise = _unit_lognormal(self.rng, self.params.daily_noise_sigma)
                 self._temp_day_anomaly = float(self.rng.normal(0.0, 2.5))
         weekday, hour = local_time(t, self.region_offset)
-        shape = profiles.weight(self.spec.site, weekday, hour)
+        shape = profiles.weight(site_of(self.spec), weekday, hour)
         return self.base_rate / 24.0 * shape * self._hour_noise * self._day_noise
 
     def _integrate(self, t_end: float) -> None:
@@ -219,7 +220,7 @@ class EcoBox:
 
     def depth_mm(self) -> float:
         """Usable depth of the container (ASSUMED: ~860 mm for 120 L up to ~1370 mm for 1100 L)."""
-        return 700.0 + 160.0 * math.log2(max(self.spec.capacity_l, 60.0) / 60.0)
+        return 700.0 + 160.0 * math.log2(max(capacity_of(self.spec), 60.0) / 60.0)
 
     def fill_fields(self, t: float) -> dict[str, object]:
         measured = self.level + float(self.rng.normal(0.0, self.params.reading_noise_pct))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from devices import FAULT_CODES, MATERIALS, Reason, format_topic
+
 # Labels of the faults that keep a message valid: they are flagged in the log, never rejected
 # by the contract (a clock skew beyond 5 minutes into the future is the exception: the verifier
 # decides with the contract's own rules).
@@ -23,6 +25,10 @@ CLOCK_SKEW = "clock_skew"
 OFFLINE = "offline"  # sent late, from the device's store-and-forward backlog
 
 _NAN = "__taza_nan__"
+_UNKNOWN_MATERIAL = "plutonium"
+_UNKNOWN_FAULT = "on_fire"
+if _UNKNOWN_MATERIAL in MATERIALS or _UNKNOWN_FAULT in FAULT_CODES:  # pragma: no cover
+    raise ImportError("bad_value needs a material and a fault code the contract does not know")
 _FUTURE_S = 400 * 86400  # far beyond the 5-minute window whatever the simulated start
 
 
@@ -30,7 +36,7 @@ _FUTURE_S = 400 * 86400  # far beyond the 5-minute window whatever the simulated
 class Broken:
     topic: str
     payload: bytes
-    reason: str  # the devices.Reason value the contract gives
+    reason: Reason  # what the contract says about the broken message
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,7 @@ class Context:
     channel: str
     kind: str
     device_id: str
+    region: str
     body: dict[str, object]  # ts, seq, [device_id], fields — in payload order
     ts_ms: int
     rng: np.random.Generator
@@ -58,7 +65,7 @@ def _numeric_field(ctx: Context) -> str:
 
 
 def _not_json(ctx: Context) -> Broken:
-    return Broken(ctx.topic, _dump(ctx.body)[:-1], "not_json")  # truncated: no closing brace
+    return Broken(ctx.topic, _dump(ctx.body)[:-1], Reason.NOT_JSON)  # truncated: no closing brace
 
 
 def _nan_literal(ctx: Context) -> Broken:
@@ -66,14 +73,14 @@ def _nan_literal(ctx: Context) -> Broken:
     # A deposit has no float field: a NaN refund is just as invalid.
     name = next((n for n in ("temperature_c", "fill_pct", "rssi_dbm") if n in body), "refund_minor")
     body[name] = _NAN
-    return Broken(ctx.topic, _dump(body), "not_json")
+    return Broken(ctx.topic, _dump(body), Reason.NOT_JSON)
 
 
 def _wrong_type(ctx: Context) -> Broken:
     body = dict(ctx.body)
     name = _numeric_field(ctx)
     body[name] = str(body[name])  # "42.5" is not 42.5: no lax coercion
-    return Broken(ctx.topic, _dump(body), "wrong_type")
+    return Broken(ctx.topic, _dump(body), Reason.WRONG_TYPE)
 
 
 def _out_of_range(ctx: Context) -> Broken:
@@ -88,7 +95,7 @@ def _out_of_range(ctx: Context) -> Broken:
         body["rejected"] = -int(ctx.rng.integers(1, 10))
     else:
         body["temperature_c"] = 999.0
-    return Broken(ctx.topic, _dump(body), "out_of_range")
+    return Broken(ctx.topic, _dump(body), Reason.OUT_OF_RANGE)
 
 
 def _missing_field(ctx: Context) -> Broken:
@@ -99,11 +106,11 @@ def _missing_field(ctx: Context) -> Broken:
         del body["txn_id"]
     else:  # status has no required field but ts/seq; ts goes, seq stays for the verifier
         del body["ts"]
-    return Broken(ctx.topic, _dump(body), "missing_field")
+    return Broken(ctx.topic, _dump(body), Reason.MISSING_FIELD)
 
 
 def _not_object(ctx: Context) -> Broken:
-    return Broken(ctx.topic, b"[" + _dump(ctx.body) + b"]", "not_object")
+    return Broken(ctx.topic, b"[" + _dump(ctx.body) + b"]", Reason.NOT_OBJECT)
 
 
 def _bad_ts(ctx: Context) -> Broken:
@@ -111,31 +118,31 @@ def _bad_ts(ctx: Context) -> Broken:
     seconds = ctx.ts_ms // 1000
     naive = np.datetime64(seconds, "s").astype(str)  # 2025-03-01T08:00:00: no offset
     body["ts"] = str(naive)
-    return Broken(ctx.topic, _dump(body), "bad_ts")
+    return Broken(ctx.topic, _dump(body), Reason.BAD_TS)
 
 
 def _ts_in_future(ctx: Context) -> Broken:
     body = dict(ctx.body)
     body["ts"] = ctx.ts_ms + _FUTURE_S * 1000
-    return Broken(ctx.topic, _dump(body), "ts_in_future")
+    return Broken(ctx.topic, _dump(body), Reason.TS_IN_FUTURE)
 
 
 def _device_mismatch(ctx: Context) -> Broken:
     body = dict(ctx.body)
     body["device_id"] = ctx.device_id + "-x"
-    return Broken(ctx.topic, _dump(body), "device_mismatch")
+    return Broken(ctx.topic, _dump(body), Reason.DEVICE_MISMATCH)
 
 
 def _bad_channel(ctx: Context) -> Broken:
     wrong = "deposit" if ctx.kind == "ecobox" else "fill"
-    prefix = ctx.topic.rsplit("/", 1)[0]
-    return Broken(f"{prefix}/{wrong}", _dump(ctx.body), "bad_channel")
+    topic = format_topic(ctx.region, ctx.kind, ctx.device_id, wrong)
+    return Broken(topic, _dump(ctx.body), Reason.BAD_CHANNEL)
 
 
 def _bad_topic(ctx: Context) -> Broken:
-    parts = ctx.topic.split("/")
-    parts[3] = "bin" if ctx.kind == "ecobox" else "vending"  # no such kind; still 6 levels,
-    return Broken("/".join(parts), _dump(ctx.body), "bad_topic")  # so intake sees it
+    wrong = "bin" if ctx.kind == "ecobox" else "vending"  # no such kind; still 6 levels,
+    topic = format_topic(ctx.region, wrong, ctx.device_id, ctx.channel)  # so intake sees it
+    return Broken(topic, _dump(ctx.body), Reason.BAD_TOPIC)
 
 
 def _not_utf8(ctx: Context) -> Broken:
@@ -148,19 +155,19 @@ def _not_utf8(ctx: Context) -> Broken:
     else:
         body["note"] = marker
     raw = _dump(body).replace(marker.encode(), b"caf\xe9")  # Latin-1, not UTF-8
-    return Broken(ctx.topic, raw, "not_utf8")
+    return Broken(ctx.topic, raw, Reason.NOT_UTF8)
 
 
 def _too_large(ctx: Context) -> Broken:
     body = dict(ctx.body)
     body["debug"] = "x" * 5000  # above the 4096-byte default limit
-    return Broken(ctx.topic, _dump(body), "too_large")
+    return Broken(ctx.topic, _dump(body), Reason.TOO_LARGE)
 
 
 def _too_deep(ctx: Context) -> Broken:
     body = dict(ctx.body)
     body["diag"] = {"a": {"b": {"c": {"d": {"e": 1}}}}}
-    return Broken(ctx.topic, _dump(body), "too_deep")
+    return Broken(ctx.topic, _dump(body), Reason.TOO_DEEP)
 
 
 def _bad_value(ctx: Context) -> Broken:
@@ -168,11 +175,11 @@ def _bad_value(ctx: Context) -> Broken:
     items = body.get("items")
     if isinstance(items, list) and items and isinstance(items[0], dict):
         first = dict(items[0])
-        first["material"] = "plutonium"  # not a known material
+        first["material"] = _UNKNOWN_MATERIAL
         body["items"] = [first, *items[1:]]
     else:
-        body["faults"] = ["on_fire"]  # not a known fault code (fill: not applicable)
-    return Broken(ctx.topic, _dump(body), "bad_value")
+        body["faults"] = [_UNKNOWN_FAULT]  # (fill has no enumerated field: not applicable)
+    return Broken(ctx.topic, _dump(body), Reason.BAD_VALUE)
 
 
 MALFORMED: dict[str, Callable[[Context], Broken]] = {

@@ -2,21 +2,20 @@
 
 The fleet is deterministic for a seed, and each device's own random stream is derived from the seed
 and its id (:func:`device_rng`), so adding devices never changes the behaviour of the others.
-The fleet file written here is the one the ingest registry reads (``devices.Registry.load``).
+A fleet row is the contract's own :class:`devices.DeviceInfo`, and fleet files are written and
+read by :class:`devices.Registry` (``save`` / ``load``): the simulator has no format of its own.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
+from devices import DeviceInfo, Kind
 from simulator.clock import parse_duration
 
 
@@ -63,7 +62,6 @@ REGIONS: dict[str, Region] = {
 }
 
 SITES = ("residential", "commercial", "park", "transit")
-FRACTIONS = ("mixed", "plastic", "paper", "glass", "metal", "organic")
 
 # Assumptions (no public figure found), all overridable on the command line.
 ECOBOX_SITE_MIX = {"residential": 0.45, "commercial": 0.25, "park": 0.15, "transit": 0.15}
@@ -78,7 +76,9 @@ ECOBOX_FRACTION_MIX = {
 }
 ECOBOX_CAPACITIES_L = {120: 0.25, 240: 0.45, 660: 0.20, 1100: 0.10}
 RVM_CAPACITY_L = 150  # storage behind the intake: ~500 PET bottles compacted 2.5:1 (CALIBRATION)
-RVM_FRACTION = ""  # an RVM sorts by material itself: no waste-fraction tag
+# A fleet file may leave these empty (the registry allows it); the models then assume:
+DEFAULT_CAPACITY_L = {Kind.ECOBOX: 240.0, Kind.RVM: float(RVM_CAPACITY_L)}
+DEFAULT_SITE = {Kind.ECOBOX: "residential", Kind.RVM: "commercial"}
 
 # Demo defaults (see docs/simulator.md): real ultrasonic battery sensors report every 4–12 h
 # (CALIBRATION: binsentry, Wyndham feed); at that cadence a one-minute demo would show one
@@ -89,22 +89,14 @@ REAL_ECOBOX_INTERVAL = "4h-12h"
 DEFAULT_RVM_INTERVAL = "15m"  # mains-powered, always online (assumption)
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceSpec:
-    """One row of the fleet file (the registry's columns, in its order)."""
-
-    device_id: str
-    kind: str  # "ecobox" | "rvm"
-    region: str
-    lat: float
-    lon: float
-    capacity_l: float
-    fraction: str
-    site: str
-    report_interval_s: int
+def capacity_of(device: DeviceInfo) -> float:
+    """The device's volume in litres (the kind's default when the fleet file leaves it empty)."""
+    return device.capacity_l or DEFAULT_CAPACITY_L[device.kind]
 
 
-COLUMNS = tuple(f.name for f in fields(DeviceSpec))
+def site_of(device: DeviceInfo) -> str:
+    """The device's site type (the kind's default when the fleet file leaves it empty)."""
+    return device.site or DEFAULT_SITE[device.kind]
 
 
 def device_rng(seed: int, device_id: str, stream: int = 0) -> np.random.Generator:
@@ -195,7 +187,7 @@ def generate(
     rvm_interval: str = DEFAULT_RVM_INTERVAL,
     site_mix: dict[str, float] | None = None,
     fraction_mix: dict[str, float] | None = None,
-) -> list[DeviceSpec]:
+) -> list[DeviceInfo]:
     """Spread ``ecoboxes`` and ``rvms`` evenly over ``regions`` (the first regions get the rest).
 
     Ids are ``eb-{region}-0001`` and ``rvm-{region}-001`` (wider when a region has more devices).
@@ -207,7 +199,7 @@ def generate(
     sites = site_mix or ECOBOX_SITE_MIX
     fracs = fraction_mix or ECOBOX_FRACTION_MIX
     capacities = {str(k): v for k, v in ECOBOX_CAPACITIES_L.items()}
-    out: list[DeviceSpec] = []
+    out: list[DeviceInfo] = []
     for name, n_eb, n_rvm in zip(
         names, _split(ecoboxes, len(names)), _split(rvms, len(names)), strict=True
     ):
@@ -218,9 +210,9 @@ def generate(
             rng = device_rng(seed, device_id, stream=1)
             lat, lon = _place(rng, region)
             out.append(
-                DeviceSpec(
+                DeviceInfo(
                     device_id=device_id,
-                    kind="ecobox",
+                    kind=Kind.ECOBOX,
                     region=name,
                     lat=lat,
                     lon=lon,
@@ -236,61 +228,16 @@ def generate(
             rng = device_rng(seed, device_id, stream=1)
             lat, lon = _place(rng, region)
             out.append(
-                DeviceSpec(
+                DeviceInfo(
                     device_id=device_id,
-                    kind="rvm",
+                    kind=Kind.RVM,
                     region=name,
                     lat=lat,
                     lon=lon,
                     capacity_l=float(RVM_CAPACITY_L),
-                    fraction=RVM_FRACTION,
+                    fraction=None,  # an RVM sorts by material itself
                     site=_choose(rng, RVM_SITE_MIX),
                     report_interval_s=_interval(rng, rvm_bounds),
                 )
             )
     return out
-
-
-def write(specs: Sequence[DeviceSpec], path: str | Path) -> None:
-    """CSV or JSON (by extension: ``.json`` → a JSON array of objects, anything else → CSV)."""
-    target = Path(path)
-    rows = [asdict(s) for s in specs]
-    if target.suffix.lower() == ".json":
-        target.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-        return
-    with target.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def read(path: str | Path) -> list[DeviceSpec]:
-    """Read a fleet file for the simulator.
-
-    Validation is the registry's job: the CLI loads the file with ``devices.Registry.load``
-    first, so this only converts the already-valid rows.
-    """
-    source = Path(path)
-    text = source.read_text(encoding="utf-8")
-    raw: list[dict[str, object]]
-    if source.suffix.lower() == ".json":
-        loaded = json.loads(text)
-        raw = loaded["devices"] if isinstance(loaded, dict) else loaded
-    else:
-        raw = [dict(row) for row in csv.DictReader(text.splitlines())]
-    specs = []
-    for row in raw:
-        specs.append(
-            DeviceSpec(
-                device_id=str(row["device_id"]),
-                kind=str(row["kind"]),
-                region=str(row["region"]),
-                lat=float(str(row["lat"])),
-                lon=float(str(row["lon"])),
-                capacity_l=float(str(row.get("capacity_l") or 0)),
-                fraction=str(row.get("fraction") or ""),
-                site=str(row.get("site") or "residential"),
-                report_interval_s=int(float(str(row.get("report_interval_s") or 900))),
-            )
-        )
-    return specs

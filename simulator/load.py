@@ -21,14 +21,15 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulator.device import Broker
+from devices import BrokerURL, Kind, format_topic
+from simulator.device import tls_context
 from simulator.groundtruth import LogWriter
 from simulator.stream import PUBLISH, Outgoing
 
 
 @dataclass(slots=True)
 class LoadConfig:
-    broker: Broker
+    broker: BrokerURL
     rate: float  # messages/s; 0 = as fast as possible
     devices: int = 1000
     connections: int = 4
@@ -59,11 +60,11 @@ class _Devices:
 
     def __init__(self, n: int, region: str) -> None:
         self.ids: list[str] = []
-        self.kinds: list[str] = []
+        self.kinds: list[Kind] = []
         for i in range(n):
             rvm = i % 10 == 9
             self.ids.append(f"ld-{'rvm' if rvm else 'eb'}-{i:06d}")
-            self.kinds.append("rvm" if rvm else "ecobox")
+            self.kinds.append(Kind.RVM if rvm else Kind.ECOBOX)
         self.region = region
         self.seq = [0] * n
 
@@ -72,7 +73,6 @@ class _Devices:
         seq = self.seq[i]
         self.seq[i] = (seq + 1) % 2**32
         ts = time.time_ns() // 1_000_000
-        base = f"taza/v1/{self.region}/{kind}/{device_id}/"
         if kind == "rvm":
             if counter % 3 == 0:
                 payload = (
@@ -82,26 +82,31 @@ class _Devices:
                     f'"rejected":{counter % 2},"refund_minor":{200 * (2 + counter % 12)},'
                     f'"currency":"KZT"}}'
                 )
-                return base + "deposit", payload.encode(), seq, ts
+                return (
+                    format_topic(self.region, kind, device_id, "deposit"),
+                    payload.encode(),
+                    seq,
+                    ts,
+                )
             payload = (
                 f'{{"ts":{ts},"seq":{seq},"rssi_dbm":-71.0,"temperature_c":21.5,'
                 f'"uptime_s":{counter},"faults":[],"bins":{{"alu":{counter % 100}.5,'
                 f'"pet":{(counter * 7) % 100}.0}},"mode":"ok","firmware":"load-1"}}'
             )
-            return base + "status", payload.encode(), seq, ts
+            return format_topic(self.region, kind, device_id, "status"), payload.encode(), seq, ts
         if counter % 6 == 5:
             payload = (
                 f'{{"ts":{ts},"seq":{seq},"battery_v":3.55,"battery_pct":{counter % 100}.0,'
                 f'"rssi_dbm":-93.0,"temperature_c":12.5,"uptime_s":{counter},"faults":[],'
                 f'"firmware":"load-1"}}'
             )
-            return base + "status", payload.encode(), seq, ts
+            return format_topic(self.region, kind, device_id, "status"), payload.encode(), seq, ts
         fill = (counter * 37) % 1000 / 10
         payload = (
             f'{{"ts":{ts},"seq":{seq},"fill_pct":{fill},"distance_mm":{1200 - fill * 10:.1f},'
             f'"temperature_c":14.5,"tilt_deg":1.5}}'
         )
-        return base + "fill", payload.encode(), seq, ts
+        return format_topic(self.region, kind, device_id, "fill"), payload.encode(), seq, ts
 
 
 def run_load(cfg: LoadConfig, report: Callable[[dict[str, object]], None]) -> dict[str, object]:
@@ -121,6 +126,9 @@ def run_load(cfg: LoadConfig, report: Callable[[dict[str, object]], None]) -> di
         client.max_queued_messages_set(0)
         if cfg.broker.username:
             client.username_pw_set(cfg.broker.username, cfg.broker.password)
+        context = tls_context(cfg.broker)
+        if context is not None:
+            client.tls_set_context(context)
         conn = _Conn(client, index)
 
         # paho calls on_publish holding its own message lock: never hold conn.lock while

@@ -24,9 +24,9 @@ from typing import TextIO
 
 import numpy as np
 
+from devices import BrokerURL, DeviceInfo
 from simulator.clock import SimClock
-from simulator.device import Broker, Device, DeviceOptions, FleetCounters
-from simulator.fleet import DeviceSpec
+from simulator.device import Device, DeviceOptions, FleetCounters
 from simulator.groundtruth import LogWriter, iso_utc
 from simulator.stream import PUBLISH, FaultConfig, Models, Outgoing, StreamStats, fleet_stream
 
@@ -35,8 +35,8 @@ _MAX_SPAN_S = 365 * 86400.0  # an open-ended run generates at most a year ahead
 
 @dataclass(slots=True)
 class RunConfig:
-    broker: Broker
-    specs: Sequence[DeviceSpec]
+    broker: BrokerURL
+    specs: Sequence[DeviceInfo]
     clock: SimClock
     duration_s: float | None
     seed: int = 0
@@ -49,6 +49,7 @@ class RunConfig:
     drain_timeout_s: float = 15.0
     seq_start: int = 0
     progress: bool = True
+    progress_format: str = "human"  # human | jsonl | none (taza-sim run --progress)
     progress_stream: TextIO = sys.stderr
 
 

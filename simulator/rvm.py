@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from devices import DeviceInfo
 from simulator import profiles
 from simulator.ecobox import DAY, HOUR, Reading, local_time
-from simulator.fleet import REGIONS, DeviceSpec
+from simulator.fleet import REGIONS, capacity_of
 from simulator.timeline import Timeline
 
 # CAL: Norway PET 54 %, cans 46 % — Kazakh fandomats take PET and cans only (tomra.com).
@@ -79,7 +80,7 @@ def mean_volume(material: str) -> float:
 
 @dataclass(slots=True)
 class Rvm:
-    spec: DeviceSpec
+    spec: DeviceInfo
     rng: np.random.Generator
     params: RvmParams = field(default_factory=RvmParams)
     t: float = 0.0
@@ -105,7 +106,7 @@ class Rvm:
     def __post_init__(self) -> None:
         p = self.params
         shares = bin_shares(p.mix)
-        total = max(self.spec.capacity_l, 1.0)
+        total = max(capacity_of(self.spec), 1.0)
         self.capacity_l = {m: total * s for m, s in shares.items()}
         self.bins_l = {m: c * float(self.rng.uniform(0.0, 0.6)) for m, c in self.capacity_l.items()}
         self.session_rate_per_s = p.daily_items / p.items_per_session / DAY

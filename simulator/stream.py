@@ -4,6 +4,12 @@ Everything here is a pure function of the fleet, the seed, the simulated time sp
 fault settings; no wall clock, no network. ``taza-sim run`` only decides *when* to publish each
 :class:`Outgoing`, so a run with a fixed ``--start`` publishes the same bytes, per device and in
 the same order, every time.
+
+Payloads are generated here in the styles real firmware writes (epoch-ms or RFC 3339 ``ts``,
+local or UTC offsets, with or without ``device_id``), on purpose *not* with the contract's
+encoder (``devices.to_payload``): a simulator that only spoke the decoder's own dialect could
+never show the decoder wrong. What the contract decides is imported from ``devices`` (topics,
+reason codes, fractions, materials); ``taza-sim verify`` judges the output with the contract.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from devices import DeviceInfo, format_topic
 from simulator import faults as fault_kinds
 from simulator.clock import rfc3339_ms
 from simulator.ecobox import EcoBox, EcoboxParams, Reading
-from simulator.fleet import REGIONS, DeviceSpec, device_rng
+from simulator.fleet import REGIONS, device_rng
 from simulator.rvm import Rvm, RvmParams
 
 SEQ_MOD = 2**32
@@ -84,8 +91,8 @@ class Models:
         return self.rvm if mix is None else dataclasses.replace(self.rvm, mix=dict(mix))
 
 
-def topic_for(spec: DeviceSpec, channel: str) -> str:
-    return f"taza/v1/{spec.region}/{spec.kind}/{spec.device_id}/{channel}"
+def topic_for(spec: DeviceInfo, channel: str) -> str:
+    return format_topic(spec.region, spec.kind, spec.device_id, channel)
 
 
 @dataclass(slots=True)
@@ -103,7 +110,7 @@ class _Style:
         return rfc3339_ms(ts_ms, self.offset_min if self.ts == "local" else 0)
 
 
-def _style(spec: DeviceSpec, rng: np.random.Generator) -> _Style:
+def _style(spec: DeviceInfo, rng: np.random.Generator) -> _Style:
     u = float(rng.random())
     region = REGIONS.get(spec.region)
     offset = region.utc_offset_min if region else 0
@@ -135,7 +142,7 @@ def _offline_windows(
 
 
 def device_stream(
-    spec: DeviceSpec,
+    spec: DeviceInfo,
     *,
     seed: int,
     start: float,
@@ -183,7 +190,14 @@ def device_stream(
             if kinds:
                 kind = kinds[int(fault_rng.integers(0, len(kinds)))]
                 ctx = fault_kinds.Context(
-                    topic, reading.channel, spec.kind, spec.device_id, body, ts_ms, fault_rng
+                    topic=topic,
+                    channel=reading.channel,
+                    kind=spec.kind,
+                    device_id=spec.device_id,
+                    region=spec.region,
+                    body=body,
+                    ts_ms=ts_ms,
+                    rng=fault_rng,
                 )
                 broken = fault_kinds.MALFORMED[kind](ctx)
                 return Outgoing(
@@ -285,7 +299,7 @@ def _replace(out: Outgoing, **changes: Any) -> Outgoing:
 
 
 def fleet_stream(
-    specs: Sequence[DeviceSpec],
+    specs: Sequence[DeviceInfo],
     *,
     seed: int,
     start: float,

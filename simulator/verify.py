@@ -37,12 +37,15 @@ from pathlib import Path
 
 import orjson
 
+import devices
+from devices.lineprotocol import SLOT_NS
 from simulator.groundtruth import LogEntry, read_log
 from simulator.lineproto import parse_line
 
 MEASUREMENTS = ("fill", "status", "deposit", "rvm_bin")
-SEQ_SLOTS = 10_000
-SLOT_NS = 100
+# A faulty message cannot be decoded, so its slot is asked of the encoder for a stand-in with
+# the same ts and seq (the only inputs of devices.timestamp_ns).
+_STAND_IN = devices.Topic("x", devices.Kind.ECOBOX, "x", devices.Channel.FILL)
 
 Key = tuple[str, int, str | None, int | None, str | None]  # measurement, ns, material, seq, txn
 
@@ -248,8 +251,11 @@ def _window(entry: LogEntry) -> tuple[int, int] | None:
         seq = int(m.group(1)) if m else None
     if ts_ms is None or seq is None:
         return None
-    lo = ts_ms * 1_000_000 + (seq % SEQ_SLOTS) * SLOT_NS
-    return lo, lo + SLOT_NS - 1
+    stand_in = devices.Message(_STAND_IN, ts_ms, seq, devices.Fill(0.0))
+    try:
+        return devices.timestamp_ns(stand_in), devices.timestamp_ns(stand_in, SLOT_NS - 1)
+    except ValueError:  # a ts the database cannot hold: nothing can sit there
+        return None
 
 
 def _deadletters(directory: Path) -> Counter[tuple[str, bytes]]:
@@ -294,8 +300,6 @@ def verify(
     workers: int = 4,
 ) -> Report:
     """Build the report; raise :class:`VerifyError` when the comparison cannot be made."""
-    import devices
-
     limits = devices.Limits(max_age=max_age, strict=strict)
     report = Report(log=str(log_path), database=f"{influx.url} db={influx.db}")
     valid: dict[str, dict[tuple[str, bytes], _Valid]] = defaultdict(dict)

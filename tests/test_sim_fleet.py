@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 import devices
+from devices import ExitCode
 from simulator.cli import main
-from simulator.fleet import REGIONS, generate, parse_interval, parse_mix, write
+from simulator.fleet import REGIONS, generate, parse_interval, parse_mix
 from tests.servers import free_port
 
 
@@ -99,16 +100,12 @@ def test_bad_arguments_are_refused_clearly() -> None:
 def test_written_fleet_loads_with_the_registry(tmp_path: Path, suffix: str) -> None:
     specs = generate(ecoboxes=30, rvms=4, regions=["almaty", "karaganda"], seed=5)
     path = tmp_path / f"fleet{suffix}"
-    write(specs, path)
+    devices.Registry(specs).save(path)
     registry = devices.Registry.load(path)
     assert len(registry) == 34
     for s in specs:
         info = registry.get(s.device_id)
-        assert info is not None
-        assert (info.kind, info.region, info.site) == (s.kind, s.region, s.site)
-        assert (info.lat, info.lon) == (s.lat, s.lon)
-        assert info.report_interval_s == s.report_interval_s
-        assert info.fraction == (s.fraction or None)
+        assert info == s, "the file holds exactly the generated rows"
 
 
 def test_cli_fleet_writes_csv_and_json_and_stdout(tmp_path: Path) -> None:
@@ -200,7 +197,7 @@ def test_run_fails_fast_and_clearly_without_a_broker() -> None:
     result = CliRunner().invoke(
         main, ["run", "--broker", f"mqtt://127.0.0.1:{port}", "--ecoboxes", "2", "--rvms", "0"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.BROKER_UNREACHABLE
     assert "cannot connect to the broker" in result.output
     assert "Connection refused" in result.output
     result = CliRunner().invoke(main, ["run", "--speed", "60"])

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from devices import DeviceInfo, Kind
 from simulator.ecobox import DAY, HOUR, EcoBox, EcoboxParams, local_time, lognormal_sigma
-from simulator.fleet import DeviceSpec, device_rng
+from simulator.fleet import device_rng
 from simulator.rvm import Rvm, RvmParams
 
 # Monday 2025-03-03 00:00 in Almaty (UTC+5).
@@ -23,11 +24,11 @@ MONDAY = datetime(2025, 3, 2, 19, 0, tzinfo=UTC).timestamp()
 
 def _spec(
     i: int, site: str = "residential", kind: str = "ecobox", interval: int = 900
-) -> DeviceSpec:
+) -> DeviceInfo:
     prefix = "eb" if kind == "ecobox" else "rvm"
-    return DeviceSpec(
+    return DeviceInfo(
         f"{prefix}-almaty-{i:04d}",
-        kind,
+        Kind(kind),
         "almaty",
         43.24,
         76.89,
@@ -186,8 +187,8 @@ def _rvm(i: int, **params: object) -> Rvm:
         "printer_rate_per_day": 0.0,
     }
     defaults.update(params)
-    spec = DeviceSpec(
-        f"rvm-almaty-{i:03d}", "rvm", "almaty", 43.2, 76.9, 1e9, "", "commercial", 900
+    spec = DeviceInfo(
+        f"rvm-almaty-{i:03d}", Kind.RVM, "almaty", 43.2, 76.9, 1e9, None, "commercial", 900
     )
     return Rvm(spec, device_rng(9, spec.device_id), RvmParams(**defaults))  # type: ignore[arg-type]
 
@@ -247,7 +248,9 @@ def test_rvm_material_mix_refunds_and_bins() -> None:
 
 
 def test_a_full_bin_puts_the_machine_in_full_mode_until_serviced() -> None:
-    spec = DeviceSpec("rvm-almaty-900", "rvm", "almaty", 43.2, 76.9, 150.0, "", "commercial", 900)
+    spec = DeviceInfo(
+        "rvm-almaty-900", Kind.RVM, "almaty", 43.2, 76.9, 150.0, None, "commercial", 900
+    )
     rvm = Rvm(
         spec,
         device_rng(10, spec.device_id),

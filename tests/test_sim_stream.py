@@ -12,7 +12,7 @@ import pytest
 
 import devices
 from simulator import faults as fault_kinds
-from simulator.cli import _rvm_mixes
+from simulator.cli.run import rvm_mixes
 from simulator.clock import SimClock, parse_duration, rfc3339_ms
 from simulator.fleet import generate
 from simulator.rvm import GLASS_MIX
@@ -240,6 +240,36 @@ def test_the_material_mix_can_differ_per_region() -> None:
             materials[region] |= {i["material"] for i in orjson.loads(out.payload)["items"]}
     assert materials["almaty"] == {"pet", "alu"}  # Kazakh fandomats: PET and cans only
     assert materials["astana"] == {"pet", "alu", "glass"}
-    default, by_region = _rvm_mixes(("pet=1,alu=1", "shymkent:pet=0.5,glass=0.5"))
+    default, by_region = rvm_mixes(("pet=1,alu=1", "shymkent:pet=0.5,glass=0.5"))
     assert default == {"pet": 0.5, "alu": 0.5}
     assert by_region == {"shymkent": {"pet": 0.5, "glass": 0.5}}
+
+
+def test_the_simulator_speaks_the_contracts_vocabulary() -> None:
+    """Topics, fault codes, materials and fractions the simulator emits are the contract's own."""
+    outs = [o for o in _stream() if o.action == PUBLISH]
+    codes: set[str] = set()
+    materials: set[str] = set()
+    for o in outs:
+        topic = devices.parse_topic(o.topic)
+        assert o.topic == devices.format_topic(
+            topic.region, topic.kind, topic.device_id, topic.channel
+        )
+        if o.channel == "state":
+            continue
+        body = orjson.loads(o.payload)
+        codes.update(body.get("faults", ()))
+        materials.update(item["material"] for item in body.get("items", ()))
+        materials.update(body.get("bins", {}))
+    assert materials, "RVMs deposited something"
+    assert materials <= devices.MATERIALS
+    assert codes <= devices.FAULT_CODES.keys()
+    assert {s.fraction for s in SPECS if s.fraction} <= devices.FRACTIONS
+    assert all(isinstance(b, devices.DeviceInfo) for b in SPECS)
+
+
+def test_every_fault_names_a_contract_reason() -> None:
+    outs = _stream(FaultConfig(malformed_rate=0.5))
+    reasons = {o.reason for o in outs if o.expect == "reject"}
+    assert reasons, "faults were injected"
+    assert all(isinstance(r, devices.Reason) for r in reasons)

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import devices
+from devices import ExitCode, format_topic
 from simulator.cli import main
 from simulator.fleet import generate
 from simulator.groundtruth import LogWriter, read_log
@@ -41,7 +42,7 @@ def _write_log(path: Path) -> list[Outgoing]:
     for out in outs:
         log.write(out, out.sim_t + 1.0)  # "acknowledged" a second after its simulated time
     device_id = specs[0].device_id
-    topic = f"taza/v1/almaty/ecobox/{device_id}/state"
+    topic = format_topic("almaty", "ecobox", device_id, "state")
     state = Outgoing(end, device_id, PUBLISH, topic, b"online", True, "state")
     log.write(state, end)
     log.close()
@@ -136,7 +137,7 @@ def test_verify_names_exactly_the_lost_the_wrongly_accepted_and_the_extra(
             "--json",
         ],
     )
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == ExitCode.VERIFY_MISMATCH, result.output
     doc = json.loads(result.output)
     assert doc["totals"]["lost"] == 3
     assert doc["totals"]["wrongly_accepted"] == 1
@@ -190,5 +191,5 @@ def test_verify_reports_an_unreachable_database_with_exit_2(tmp_path: Path) -> N
     result = CliRunner().invoke(
         main, ["verify", "--log", str(log_path), "--influx-url", "http://127.0.0.1:9", "--db", "x"]
     )
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.VERIFY_IMPOSSIBLE
     assert "cannot reach InfluxDB" in result.output
