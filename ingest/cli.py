@@ -114,9 +114,10 @@ def deadletter_cmd(
 ) -> None:
     """List and summarise rejected messages (the dead-letter store), newest last."""
     directory = (data_dir or _settings(ctx).data_dir) / "deadletter"
+    found = deadletter.scan(directory)
     records = [
         r
-        for r in deadletter.read_records(directory)
+        for r in found.records
         if (reason is None or r.get("reason") == reason)
         and (device is None or str(r.get("topic", "")).split("/")[4:5] == [device])
     ]
@@ -124,11 +125,15 @@ def deadletter_cmd(
     shown = records[-tail:] if tail > 0 else []
     if as_json:
         out: dict[str, Any] = {"directory": str(directory), "summary": summary}
+        out["torn"] = [{"file": t.file, "offset": t.offset, "bytes": t.bytes} for t in found.torn]
         if not summary_only:
             out["records"] = shown
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return
     click.echo(f"dead-letter store {directory}: {summary['total']} records")
+    if found.torn:
+        files = sorted({Path(t.file).name for t in found.torn})
+        click.echo(f"  torn: {found.torn_bytes} bytes not whole records, in {', '.join(files)}")
     for r, n in summary["by_reason"].items():
         click.echo(f"  {r:<22} {n}")
     if summary_only or not shown:
