@@ -117,12 +117,12 @@ def _repair_torn_tail(path: Path) -> int:
         fh.seek(keep)
         torn = fh.read()
         target = path.with_name(f"deadletter-{_stamp()}.torn")
-        target.write_bytes(torn)  # kept first: a crash here leaves the bytes twice, not never
-        fd = os.open(target, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        kept_in: str | None = str(target)
+        try:  # kept first: a crash here leaves the bytes twice, not never
+            _write_durably(target, torn)
+        except OSError as exc:  # a full disk must not stop the start; the bytes are logged
+            kept_in = None
+            log.error("deadletter_torn_tail_not_kept", error=str(exc), head=repr(torn[:200]))
         fh.truncate(keep)
         fh.flush()
         os.fsync(fh.fileno())
@@ -130,10 +130,22 @@ def _repair_torn_tail(path: Path) -> int:
         "deadletter_torn_tail_repaired",
         file=str(path),
         torn_bytes=len(torn),
-        kept_in=str(target),
+        kept_in=kept_in,
         reason="a previous run stopped mid-append; that record was never acknowledged",
     )
     return len(torn)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,6 +150,8 @@ def _deserialise(path: Path) -> SpooledBatch:
             )
             lines.extend(rec["l"])
             origins.extend([index] * len(rec["l"]))
+    if not sources:
+        raise ValueError("empty spool file")
     return SpooledBatch(path, lines, origins, sources)
 
 

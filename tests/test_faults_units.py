@@ -5,6 +5,7 @@ lines, unreadable spool files and InfluxDB limit refusals. End to end: test_faul
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -209,6 +210,7 @@ class FailingAppends:
 
     def __init__(self, store: Spool | DeadLetterStore, failures: int) -> None:
         self.store = store
+        self.name = "spool" if isinstance(store, Spool) else "deadletter"
         self.failures = failures
 
     def __getattr__(self, name: str) -> object:
@@ -217,7 +219,7 @@ class FailingAppends:
     def append(self, item: object) -> object:
         if self.failures > 0:
             self.failures -= 1
-            raise StoreUnwritable(self.store.__class__.__name__.lower(), OSError(28, "No space"))
+            raise StoreUnwritable(self.name, OSError(errno.ENOSPC, "No space left on device"))
         return self.store.append(item)  # type: ignore[arg-type]
 
 
