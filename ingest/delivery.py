@@ -361,6 +361,13 @@ class Delivery:
         self.spool_full = full
         self.metrics.spool_full.set(1 if full else 0)
 
+    @property
+    def holding(self) -> bool:
+        """Acknowledgements held because a store cannot write: a deliberate wait (retried
+        each second, resumed by itself), not a stalled stage — a watchdog must not restart
+        the service for it (a restart cannot make disk space)."""
+        return self.spool_full or self.deadletter_full
+
     def mark_database_up(self, up: bool) -> None:
         self.database_up = up
         self.metrics.database_up.set(1 if up else 0)
