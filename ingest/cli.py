@@ -206,9 +206,10 @@ def deadletter_cmd(
             f"no dead-letter store at {directory}: {where} is not the data directory of a "
             "taza-ingest that has run"
         )
+    found = deadletter.scan(directory)
     records = [
         r
-        for r in deadletter.read_records(directory)
+        for r in found.records
         if (reason is None or r.get("reason") == reason)
         and (device is None or str(r.get("topic", "")).split("/")[4:5] == [device])
         and (since is None or _received_after(r, since))
@@ -220,6 +221,7 @@ def deadletter_cmd(
         out: dict[str, Any] = {"directory": str(directory)}
         if show_summary:
             out["summary"] = deadletter.summarise(records)
+        out["torn"] = [{"file": t.file, "offset": t.offset, "bytes": t.bytes} for t in found.torn]
         if not summary_only:
             out["records"] = shown
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
@@ -227,6 +229,9 @@ def deadletter_cmd(
     if show_summary:
         summary = deadletter.summarise(records)
         click.echo(f"dead-letter store {directory}: {summary['total']} records")
+        if found.torn:
+            files = sorted({Path(t.file).name for t in found.torn})
+            click.echo(f"  torn: {found.torn_bytes} bytes not whole records, in {', '.join(files)}")
         for r, n in summary["by_reason"].items():
             click.echo(f"  {r:<22} {n}")
         if shown:

@@ -95,6 +95,29 @@ class Metrics:
         self.database_up = Gauge(
             "taza_database_up", "1 when the last write or ping reached the database", registry=r
         )
+        self.deadletter_full = Gauge(
+            "taza_deadletter_full",
+            "1 while the dead-letter store cannot write (disk full, I/O error) and "
+            "acknowledgements are held back",
+            registry=r,
+        )
+        self.store_write_errors = Counter(
+            "taza_store_write_errors_total",
+            "failed writes to a durable store (spool, deadletter), by errno name",
+            ["store", "reason"],
+            registry=r,
+        )
+        self.spool_quarantined = Counter(
+            "taza_spool_quarantined_total",
+            "spool files that could not be read back, moved to spool/quarantine/",
+            registry=r,
+        )
+        self.refused_by_limit = Counter(
+            "taza_points_refused_by_limit_total",
+            "points the database refused because a limit of its configuration was reached",
+            ["setting"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

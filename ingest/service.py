@@ -107,11 +107,12 @@ class Service:
         subscribed = self.mqtt.subscribed
         database = self.delivery.database_up
         spool_ok = not self.delivery.spool_full
-        return subscribed and (database or spool_ok), {
+        return subscribed and (database or spool_ok) and not self.delivery.deadletter_full, {
             "subscribed": subscribed,
             "database_up": database,
             "spool_bytes": self.spool.bytes,
             "spool_full": not spool_ok,
+            "deadletter_full": self.delivery.deadletter_full,
         }
 
     async def run(self, stop: asyncio.Event, *, drain_timeout_s: float = 30.0) -> None:

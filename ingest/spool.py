@@ -3,20 +3,33 @@
 One file per batch, written to a temporary name, fsynced, renamed and the directory
 fsynced — only then is the batch's message acknowledged. Replayed oldest first, removed
 once written. Bounded by ``max_bytes``: when full, the caller stops acknowledging and
-the broker keeps the messages.
+the broker keeps the messages. A write the disk refuses (ENOSPC, EIO) leaves nothing
+behind and raises StoreUnwritable, so the caller holds acknowledgements the same way.
+
+A spool file that cannot be read back (torn or corrupt: a disk or a hand that broke the
+rename-after-fsync rule) would block replay for ever or crash it; it is moved to
+``quarantine/``, logged and counted, and replay goes on with the next file.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import orjson
+import structlog
 
 from ingest.batch import Batch, Source
+from ingest.errors import StoreUnwritable
+
+log = structlog.get_logger("ingest.spool")
+
+QUARANTINE = "quarantine"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +50,8 @@ class Spool:
         files = self._files()
         self.bytes = sum(p.stat().st_size for p in files)
         self.count = len(files)
-        self._next = int(files[-1].stem) + 1 if files else 0
+        self.quarantined = 0
+        self._next = max((int(p.stem) for p in files if p.stem.isdigit()), default=-1) + 1
 
     def _files(self) -> list[Path]:
         return sorted(self.directory.glob("*.spool"))
@@ -53,22 +67,48 @@ class Spool:
             return False
         final = self.directory / f"{self._next:020d}.spool"
         tmp = final.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.rename(final)
-        _fsync_dir(self.directory)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.rename(final)
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            for path in (tmp, final):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise StoreUnwritable("spool", exc) from exc
         self._next += 1
         self.bytes += len(data)
         self.count += 1
         return True
 
     def oldest(self) -> SpooledBatch | None:
-        files = self._files()
-        if not files:
-            return None
-        return _deserialise(files[0])
+        """The oldest readable batch; unreadable files on the way are quarantined."""
+        for path in self._files():
+            try:
+                return _deserialise(path)
+            except (ValueError, KeyError, TypeError, binascii.Error, OSError) as exc:
+                self._quarantine(path, exc)
+        return None
+
+    def _quarantine(self, path: Path, exc: Exception) -> None:
+        size = path.stat().st_size
+        target = self.directory / QUARANTINE / path.name
+        target.parent.mkdir(exist_ok=True)
+        path.rename(target)
+        _fsync_dir(self.directory)
+        self.bytes -= size
+        self.count -= 1
+        self.quarantined += 1
+        log.error(
+            "spool_file_quarantined",
+            file=str(target),
+            bytes=size,
+            error=f"{type(exc).__name__}: {exc}"[:300],
+            action="replay continues with the next file; inspect or re-publish this one by hand",
+        )
 
     def remove(self, spooled: SpooledBatch) -> None:
         size = spooled.path.stat().st_size
@@ -102,12 +142,16 @@ def _deserialise(path: Path) -> SpooledBatch:
     sources: list[Source] = []
     with open(path, "rb") as fh:
         for index, raw in enumerate(fh):
+            if not raw.endswith(b"\n"):
+                raise ValueError(f"torn record at line {index + 1}: no newline")
             rec = orjson.loads(raw)
             sources.append(
                 Source(rec["t"], base64.b64decode(rec["p"]), datetime.fromisoformat(rec["r"]))
             )
             lines.extend(rec["l"])
             origins.extend([index] * len(rec["l"]))
+    if not sources:
+        raise ValueError("empty spool file")
     return SpooledBatch(path, lines, origins, sources)
 
 

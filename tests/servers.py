@@ -515,9 +515,14 @@ class InfluxDB1(Server):
     name = "influxd"
     binary = "influxd"
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, max_values_per_tag: int = 0
+    ) -> None:
+        """``max_values_per_tag``: influxd's per-tag-key limit (upstream default 100,000, too
+        few for a national fleet's device ids); 0, the default here, means unlimited."""
         super().__init__(data_dir, port)
         self.rpc_port = self._other_port()
+        self.max_values_per_tag = max_values_per_tag
 
     def _other_port(self) -> int:
         while (p := free_port()) == self.port:
@@ -553,6 +558,7 @@ bind-address = "{self.host}:{self.rpc_port}"
   dir = "{d}/data"
   wal-dir = "{d}/wal"
   query-log-enabled = false
+  max-values-per-tag = {self.max_values_per_tag}
 
 [monitor]
   store-enabled = false

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 import structlog
 
 from ingest.config import Settings
-from ingest.errors import WriteUnavailable
-from ingest.writers.base import classify_status
+from ingest.writers.base import classify_exception, classify_status, show_body
 
 log = structlog.get_logger("ingest.writer")
 
@@ -53,10 +50,12 @@ class V1Writer:
                 if resp.status == 200:
                     return True
                 log.warning(
-                    "create_database_failed", status=resp.status, body=(await resp.text())[:200]
+                    "create_database_failed",
+                    status=resp.status,
+                    body=show_body(await resp.read())[:200],
                 )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.warning("create_database_failed", error=str(exc) or type(exc).__name__)
+        except Exception as exc:  # start() and a write's repair attempt never raise
+            log.warning("create_database_failed", error=classify_exception(exc).message)
         return False
 
     async def write(self, body: bytes) -> None:
@@ -66,12 +65,12 @@ class V1Writer:
             ) as resp:
                 if resp.status in (200, 204):
                     return
-                text = await resp.text()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise WriteUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        if resp.status == 404 and "database not found" in text and self._create:
+                error = classify_status(resp.status, await resp.read(), resp.headers)
+        except Exception as exc:  # every failure is a decision, made in base.py
+            raise classify_exception(exc) from exc
+        if resp.status == 404 and "database not found" in error.message and self._create:
             await self.create_database()
-        raise classify_status(resp.status, text)
+        raise error
 
     async def ping(self) -> bool:
         try:
@@ -79,7 +78,7 @@ class V1Writer:
                 f"{self._url}/ping", timeout=aiohttp.ClientTimeout(total=2)
             ) as resp:
                 return resp.status in (200, 204)
-        except (aiohttp.ClientError, TimeoutError, OSError, asyncio.CancelledError):
+        except Exception:  # a yes/no question; cancellation still propagates
             return False
 
     async def close(self) -> None:

@@ -7,13 +7,11 @@ batch once its retries run out, so batching, retries and the spool stay ours.
 
 from __future__ import annotations
 
-import aiohttp
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.rest import ApiException
 
 from ingest.config import Settings
-from ingest.errors import WriteUnavailable
-from ingest.writers.base import classify_status
+from ingest.writers.base import classify_exception, classify_status
 
 
 class V2Writer:
@@ -41,10 +39,13 @@ class V2Writer:
         try:  # precision: the client's default, nanoseconds
             await self.client.write_api().write(bucket=self._bucket, org=self._org, record=body)
         except ApiException as exc:
-            body_text = exc.body.decode() if isinstance(exc.body, bytes) else str(exc.body or "")
-            raise classify_status(int(exc.status or 0), body_text) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise WriteUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            if not exc.status:  # the client's own "cannot prepare a request": not the data's fault
+                raise classify_exception(exc) from exc
+            reply = exc.body if isinstance(exc.body, bytes | str) else None
+            headers = {str(k): str(v) for k, v in dict(exc.headers or {}).items()}
+            raise classify_status(int(exc.status), reply, headers) from exc
+        except Exception as exc:  # every failure is a decision, made in base.py
+            raise classify_exception(exc) from exc
 
     async def ping(self) -> bool:
         try:
