@@ -13,7 +13,7 @@ import orjson
 
 from ingest import deadletter
 from ingest.config import Settings, describe_settings, load_settings
-from ingest.errors import BrokerRefused, ConfigError
+from ingest.errors import BrokerRefused, ConfigError, StageFailed
 from ingest.logs import configure
 
 EPILOG = (
@@ -60,7 +60,7 @@ def run(ctx: click.Context) -> None:
     configure(settings.log_format, settings.log_level)
     try:
         asyncio.run(_run(settings))
-    except (ConfigError, BrokerRefused, ExceptionGroup) as exc:
+    except (ConfigError, BrokerRefused, StageFailed, ExceptionGroup) as exc:
         fatal = _first_fatal(exc)
         if fatal is None:
             raise
@@ -68,9 +68,9 @@ def run(ctx: click.Context) -> None:
         sys.exit(2 if isinstance(fatal, ConfigError) else 1)
 
 
-def _first_fatal(exc: BaseException) -> ConfigError | BrokerRefused | None:
+def _first_fatal(exc: BaseException) -> ConfigError | BrokerRefused | StageFailed | None:
     """The TaskGroup wraps a task's error in an ExceptionGroup; find the one to report."""
-    if isinstance(exc, ConfigError | BrokerRefused):
+    if isinstance(exc, ConfigError | BrokerRefused | StageFailed):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from devices import Reason
-from ingest.batch import Batch, DeadLetter, Source
+from ingest.batch import Acknowledger, Batch, DeadLetter, DeliveredSink, Source
 from ingest.deadletter import DeadLetterStore
 from ingest.errors import WriteRefused, WriteUnavailable
 from ingest.metrics import Metrics
@@ -37,7 +37,6 @@ from ingest.writers import Writer
 
 log = structlog.get_logger("ingest.delivery")
 
-Acker = Callable[[list[tuple[int, int]]], None]
 Republisher = Callable[[list[DeadLetter]], None]
 
 
@@ -48,8 +47,9 @@ class Delivery:
         spool: Spool,
         deadletters: DeadLetterStore,
         metrics: Metrics,
-        ack: Acker,
+        acknowledger: Acknowledger,
         *,
+        sink: DeliveredSink | None = None,
         attempts: int = 3,
         republish: Republisher | None = None,
         retry_initial_s: float = 0.2,
@@ -59,7 +59,10 @@ class Delivery:
         self.spool = spool
         self.deadletters = deadletters
         self.metrics = metrics
-        self.ack = ack
+        self.acknowledger = acknowledger
+        self.sink = sink
+        self.handled = 0  # batches done: the watchdog's measure of progress
+        self.in_hand = False
         self.attempts = attempts
         self.republish = republish
         self.retry_initial_s = retry_initial_s
@@ -73,13 +76,21 @@ class Delivery:
         metrics.spool_bytes.set(spool.bytes)
 
     async def run(self, batches: asyncio.Queue[Batch | None]) -> None:
-        """Owner of the batch queue; returns after the sentinel, every batch handled."""
+        """Owner of the batch queue; returns after the sentinel, every batch handled.
+
+        A stored batch is acknowledged, then its accepted messages go to the sink, in batch
+        order; a batch that was not stored reaches neither."""
         while (batch := await batches.get()) is not None:
+            self.in_hand = True
             stored = await self.store(batch)
             if stored:
-                self.ack(batch.acks)
+                self.acknowledger.ack(batch.acks)
                 if batch.first_received:
                     self.metrics.ingest_lag.set(time.monotonic() - batch.first_received)
+                if self.sink is not None and batch.accepted:
+                    await self.sink.delivered(batch.accepted)
+            self.in_hand = False
+            self.handled += 1
 
     async def store(self, batch: Batch) -> bool:
         """True once everything in the batch is durable; False only when stopping with

@@ -4,6 +4,7 @@
      └── IngestError
           ├── ConfigError          invalid settings: reported at start, exit code 2
           ├── BrokerRefused        broker refused credentials / client id: retrying won't help
+          ├── StageFailed          a stage's task died of an unexpected error: exit 1, restart
           └── WriteError           one write attempt to the database failed
                ├── WriteRefused      4xx for the data: split, dead-letter; never retried as is
                └── WriteUnavailable  timeout, connection, 429, 5xx, auth: retry, then spool
@@ -25,6 +26,15 @@ class ConfigError(IngestError):
 
 class BrokerRefused(IngestError):
     """CONNACK with a permanent refusal (bad credentials, not authorised, bad client id)."""
+
+
+class StageFailed(IngestError):
+    """A stage ended unexpectedly; the service stopped so that a supervisor restarts it."""
+
+    def __init__(self, stage: str, why: str) -> None:
+        super().__init__(f"stage {stage} failed: {why}")
+        self.stage = stage
+        self.why = why
 
 
 class WriteError(IngestError):

@@ -1,5 +1,7 @@
-"""``/metrics`` (Prometheus), ``/healthz`` (the process lives) and ``/readyz``.
+"""``/metrics`` (Prometheus), ``/healthz`` (every stage alive and moving) and ``/readyz``.
 
+``/healthz`` is the watchdog's verdict (see ``ingest.watchdog``): 503 names the stage that
+failed or is stuck — the signal for a supervisor to restart the process.
 ``/readyz`` is 200 only while the subscription is granted and either the database is
 reachable or the spool has room: a deployment, and a test, waits on it before sending.
 """
@@ -7,6 +9,7 @@ reachable or the spool has room: a deployment, and a test, waits on it before se
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import TracebackType
 
 import orjson
 from aiohttp import web
@@ -14,14 +17,20 @@ from aiohttp import web
 from ingest.metrics import CONTENT_TYPE, Metrics
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, object]]]
+HealthCheck = Callable[[], tuple[bool, dict[str, dict[str, object]]]]
 
 
 class HttpServer:
-    def __init__(self, host: str, port: int, metrics: Metrics, ready: ReadyCheck) -> None:
+    """Serves while inside ``async with``."""
+
+    def __init__(
+        self, host: str, port: int, metrics: Metrics, ready: ReadyCheck, health: HealthCheck
+    ) -> None:
         self.host = host
         self.port = port
         self.metrics = metrics
         self.ready = ready
+        self.health = health
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -36,11 +45,28 @@ class HttpServer:
     async def stop(self) -> None:
         await self._runner.cleanup()
 
+    async def __aenter__(self) -> HttpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        ok, stages = self.health()
+        return web.Response(
+            body=orjson.dumps({"healthy": ok, "stages": stages}),
+            status=200 if ok else 503,
+            content_type="application/json",
+        )
 
     async def _readyz(self, request: web.Request) -> web.Response:
         ok, detail = self.ready()
