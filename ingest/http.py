@@ -9,18 +9,18 @@ reachable or the spool has room: a deployment, and a test, waits on it before se
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 
 import orjson
 from aiohttp import web
 
+from ingest.lifetime import Lifetime
 from ingest.metrics import CONTENT_TYPE, Metrics
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, object]]]
 HealthCheck = Callable[[], tuple[bool, dict[str, dict[str, object]]]]
 
 
-class HttpServer:
+class HttpServer(Lifetime):
     """Serves while inside ``async with``."""
 
     def __init__(
@@ -37,25 +37,13 @@ class HttpServer:
         app.router.add_get("/readyz", self._readyz)
         self._runner = web.AppRunner(app, access_log=None)
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         await self._runner.cleanup()
-
-    async def __aenter__(self) -> HttpServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

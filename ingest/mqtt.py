@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -37,6 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.batch import Incoming
 from ingest.errors import BrokerRefused
+from ingest.lifetime import Lifetime
 from ingest.metrics import Metrics
 
 log = structlog.get_logger("ingest.mqtt")
@@ -113,7 +113,7 @@ class MqttAcknowledger:
         intake.metrics.acked.inc(sent)
 
 
-class MqttIntake:
+class MqttIntake(Lifetime):
     """Owns the paho client; puts every message it accepts on ``out``. ``run()`` connects
     and reconnects until closed; ``async with`` closes (last PUBACKs, DISCONNECT)."""
 
@@ -154,17 +154,6 @@ class MqttIntake:
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
         client.on_socket_unregister_write = self._on_socket_unregister_write
-
-    async def __aenter__(self) -> MqttIntake:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ---- lifecycle ------------------------------------------------------------------
 
