@@ -137,3 +137,25 @@ def test_watchdog_flags_a_busy_stage_without_progress_and_only_that() -> None:
     work["holding"] = None
     dog.failed("delivery", "RuntimeError: boom")
     assert dog.check() == (False, {"delivery": {"state": "failed", "why": "RuntimeError: boom"}})
+
+
+async def test_pipeline_cancelled_as_a_message_arrives_ends_and_keeps_the_message() -> None:
+    """The 3.11 ``wait_for`` race: cancellation delivered in the same loop round as the item
+    the pipeline waits for. ``wait_for`` returned the item and dropped the cancellation, so a
+    failed service's TaskGroup waited for ever on a pipeline that went on running."""
+    pipeline = Pipeline(Metrics(), limits=limits_from(4096, 86400, False), max_age_s=60)
+    intake: asyncio.Queue[Incoming | None] = asyncio.Queue()
+    out: asyncio.Queue[Batch | None] = asyncio.Queue()
+    payload = b'{"ts": %d, "seq": 1, "fill_pct": 5}' % TS
+    msg = Incoming(1, 1, 1, "taza/v1/a/ecobox/d1/fill", payload, NOW, time.monotonic())
+    task = asyncio.create_task(pipeline.run(intake, out))
+    intake.put_nowait(msg)
+    while pipeline.processed < 1:  # noqa: ASYNC110 - steps the pipeline into its timed wait
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    intake.put_nowait(msg)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=1)
+    assert done, "the pipeline swallowed its cancellation"
+    assert task.cancelled()
+    assert intake.qsize() == 1, "the message it did not take is still queued"
