@@ -19,6 +19,9 @@ once (``StageFailed``, exit 1, the reason logged) rather than live on as a zombi
 watchdog turns a stage that is stuck with work into ``/healthz`` 503. On stop, what is in
 flight gets ``drain_timeout_s`` to be stored and acknowledged; a thread ends the process
 should the shutdown itself hang.
+
+The writer is built through the module's ``make_writer``: the one seam where tests put a faulty
+writer into the real service (``tests/faulty_ingest.py``).
 """
 
 from __future__ import annotations
