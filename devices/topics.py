@@ -14,9 +14,13 @@ from devices.errors import Ignored, Reason, Rejected
 from devices.message import CHANNELS, Channel, Kind, Topic
 
 PREFIX = "taza/v1/"
-INTAKE_FILTER = "taza/v1/+/+/+/+"
-RESERVED_REGIONS = frozenset({"alerts"})
-"""Second-level names that look like regions but belong to the service (``taza/v1/alerts/...``)."""
+INTAKE_FILTER = "taza/v1/#"
+"""Everything under ``taza/v1/``: a wrongly shaped topic is dead-lettered (``bad_topic``),
+never silently missed by a narrower filter."""
+RESERVED_REGIONS = frozenset({"alerts", "_deadletter", "_feedback"})
+"""Names in the region slot that belong to taza itself (``taza/v1/alerts/...``, its dead-letter
+republishing ``taza/v1/_deadletter/...``, and ``taza/v1/_feedback/...`` reserved): ignored,
+so what taza publishes never comes back in as input, even under a ``taza/#`` filter."""
 
 REGION_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")

@@ -22,7 +22,7 @@ from devices import ExitCode, Reason
 from devices.timeparse import parse_duration, parse_instant
 from ingest import deadletter
 from ingest.config import Settings, describe_settings, load_settings
-from ingest.errors import BrokerRefused, ConfigError
+from ingest.errors import BrokerRefused, ConfigError, StageFailed
 from ingest.logs import configure
 
 EPILOG = (
@@ -88,7 +88,7 @@ def run(ctx: click.Context) -> None:
     configure(settings.log_format, settings.log_level)
     try:
         asyncio.run(_run(settings))
-    except (ConfigError, BrokerRefused, ExceptionGroup) as exc:
+    except (ConfigError, BrokerRefused, StageFailed, ExceptionGroup) as exc:
         fatal = _first_fatal(exc)
         if fatal is None:
             raise
@@ -96,9 +96,9 @@ def run(ctx: click.Context) -> None:
         sys.exit(ExitCode.USAGE if isinstance(fatal, ConfigError) else ExitCode.FAILURE)
 
 
-def _first_fatal(exc: BaseException) -> ConfigError | BrokerRefused | None:
+def _first_fatal(exc: BaseException) -> ConfigError | BrokerRefused | StageFailed | None:
     """The TaskGroup wraps a task's error in an ExceptionGroup; find the one to report."""
-    if isinstance(exc, ConfigError | BrokerRefused):
+    if isinstance(exc, ConfigError | BrokerRefused | StageFailed):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

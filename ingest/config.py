@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from devices import INTAKE_FILTER
 from devices.broker import BrokerURL
 from ingest.errors import ConfigError
 
@@ -56,7 +57,9 @@ class Settings(BaseSettings):
     mqtt_share_group: str | None = Field(
         None, description="shared-subscription group: replicas split the load"
     )
-    mqtt_topic: str = Field("taza/v1/+/+/+/+", description="intake topic filter")
+    mqtt_topic: str = Field(
+        INTAKE_FILTER, description="intake topic filter (taza's own namespaces are ignored)"
+    )
     mqtt_session_expiry_s: int = Field(
         7 * 86400, ge=1, description="how long the broker keeps our session while we are down"
     )
@@ -116,6 +119,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     stats_interval_s: float = Field(
         60.0, ge=0, description="a summary log line this often (0: never)"
+    )
+    stall_timeout_s: float = Field(
+        120.0, gt=0, description="a stage with work and no progress this long: /healthz 503"
+    )
+    drain_timeout_s: float = Field(
+        30.0, gt=0, description="on SIGTERM, how long to store and ack what is in flight"
     )
 
     @field_validator("mqtt_url")

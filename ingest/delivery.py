@@ -33,7 +33,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from devices import Reason
-from ingest.batch import Batch, DeadLetter, Source
+from ingest.batch import Acknowledger, Batch, DeadLetter, DeliveredSink, Source
 from ingest.deadletter import DeadLetterStore
 from ingest.errors import LimitRefusal, StoreUnwritable, WriteRefused, WriteUnavailable
 from ingest.metrics import Metrics
@@ -43,7 +43,6 @@ from ingest.writers.base import names_line
 
 log = structlog.get_logger("ingest.delivery")
 
-Acker = Callable[[list[tuple[int, int]]], None]
 Republisher = Callable[[list[DeadLetter]], None]
 
 
@@ -54,8 +53,9 @@ class Delivery:
         spool: Spool,
         deadletters: DeadLetterStore,
         metrics: Metrics,
-        ack: Acker,
+        acknowledger: Acknowledger,
         *,
+        sink: DeliveredSink | None = None,
         attempts: int = 3,
         republish: Republisher | None = None,
         retry_initial_s: float = 0.2,
@@ -66,7 +66,10 @@ class Delivery:
         self.spool = spool
         self.deadletters = deadletters
         self.metrics = metrics
-        self.ack = ack
+        self.acknowledger = acknowledger
+        self.sink = sink
+        self.handled = 0  # batches done: the watchdog's measure of progress
+        self.in_hand = False
         self.attempts = attempts
         self.republish = republish
         self.retry_initial_s = retry_initial_s
@@ -83,13 +86,24 @@ class Delivery:
         metrics.spool_bytes.set(spool.bytes)
 
     async def run(self, batches: asyncio.Queue[Batch | None]) -> None:
-        """Owner of the batch queue; returns after the sentinel, every batch handled."""
+        """Owner of the batch queue; returns after the sentinel, every batch handled.
+
+        A stored batch is acknowledged, then its accepted messages go to the sink, in batch
+        order; a batch that was not stored reaches neither."""
         while (batch := await batches.get()) is not None:
+            self.in_hand = True
             stored = await self.store(batch)
             if stored:
-                self.ack(batch.acks)
+                self.acknowledger.ack(batch.acks)
                 if batch.first_received:
                     self.metrics.ingest_lag.set(time.monotonic() - batch.first_received)
+                if self.sink is not None and batch.accepted:
+                    accepted = batch.accepted
+                    if batch.refused:
+                        accepted = [a for i, a in enumerate(accepted) if i not in batch.refused]
+                    await self.sink.delivered(accepted)
+            self.in_hand = False
+            self.handled += 1
 
     async def store(self, batch: Batch) -> bool:
         """True once everything in the batch is durable; False only when stopping while a
@@ -107,7 +121,9 @@ class Delivery:
     async def _store_lines(self, batch: Batch, started: float) -> bool:
         if self.spool.empty and self.database_up:
             try:
-                await self._write_retrying(batch.lines, batch.origins, batch.sources)
+                batch.refused = await self._write_retrying(
+                    batch.lines, batch.origins, batch.sources
+                )
                 self._log_batch(batch, "database", started)
                 return True
             except WriteUnavailable as exc:
@@ -156,7 +172,7 @@ class Delivery:
     async def _try_database(self, batch: Batch) -> bool:
         """One write attempt while the spool cannot take the batch and holds nothing older."""
         try:
-            await self._write_all(batch.lines, batch.origins, batch.sources)
+            batch.refused = await self._write_all(batch.lines, batch.origins, batch.sources)
         except WriteUnavailable:
             return False
         return True
@@ -197,7 +213,9 @@ class Delivery:
 
     async def _write_retrying(
         self, lines: list[str], origins: list[int], sources: Sequence[Source]
-    ) -> None:
+    ) -> set[int]:
+        """The indices of the sources the database refused (dead-lettered), once written."""
+
         def before_sleep(state: RetryCallState) -> None:
             self.metrics.write_retries.inc()
 
@@ -216,25 +234,27 @@ class Delivery:
         )
         async for attempt in retrying:
             with attempt:
-                await self._write_all(lines, origins, sources)
+                return await self._write_all(lines, origins, sources)
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _write_all(
         self, lines: list[str], origins: list[int], sources: Sequence[Source]
-    ) -> None:
+    ) -> set[int]:
         """One complete write. Refused lines are dead-lettered only once everything else is
         stored: an attempt that fails half-way is retried (or spooled) whole, and must not
         have recorded its refusals already."""
-        refused: list[DeadLetter] = []
+        refused: list[tuple[int, DeadLetter]] = []
         await self._write_split(lines, origins, sources, refused)
-        if refused and not await self._dead_letter(refused):
+        if refused and not await self._dead_letter([d for _, d in refused]):
             raise _HeldWhileStopping
+        return {origin for origin, _ in refused}
 
     async def _write_split(
         self,
         lines: list[str],
         origins: list[int],
         sources: Sequence[Source],
-        refused: list[DeadLetter],
+        refused: list[tuple[int, DeadLetter]],
     ) -> None:
         """Write; on refusal, isolate the refused lines and collect them, in as few requests
         as the reply allows: all of them when it says every point was dropped; the lines of
@@ -289,17 +309,20 @@ class Delivery:
         lines: list[str],
         origins: list[int],
         sources: Sequence[Source],
-        refused: list[DeadLetter],
+        refused: list[tuple[int, DeadLetter]],
     ) -> None:
         for i in indices:
             src = sources[origins[i]]
             refused.append(
-                DeadLetter(
-                    src.topic,
-                    src.payload,
-                    Reason.REFUSED_BY_DATABASE,
-                    f"{exc.message} — line: {lines[i][:300]}",
-                    src.received_at,
+                (
+                    origins[i],
+                    DeadLetter(
+                        src.topic,
+                        src.payload,
+                        Reason.REFUSED_BY_DATABASE,
+                        f"{exc.message} — line: {lines[i][:300]}",
+                        src.received_at,
+                    ),
                 )
             )
             if exc.limit is not None:

@@ -4,6 +4,7 @@
      └── IngestError
           ├── ConfigError          invalid settings: reported at start, exit code 2
           ├── BrokerRefused        broker refused credentials / client id: retrying won't help
+          ├── StageFailed          a stage's task died of an unexpected error: exit 1, restart
           ├── StoreUnwritable      the spool or dead-letter store cannot write (disk full, I/O
           │                        error): hold acknowledgements, retry until it can
           └── WriteError           one write attempt to the database failed
@@ -55,6 +56,15 @@ class LimitRefusal:
     measurement: str | None = None
     tag: str | None = None
     value: str | None = None
+
+
+class StageFailed(IngestError):
+    """A stage ended unexpectedly; the service stopped so that a supervisor restarts it."""
+
+    def __init__(self, stage: str, why: str) -> None:
+        super().__init__(f"stage {stage} failed: {why}")
+        self.stage = stage
+        self.why = why
 
 
 class WriteError(IngestError):

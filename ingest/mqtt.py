@@ -20,9 +20,10 @@ import contextlib
 import random
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -33,8 +34,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ingest.config import Settings
+from ingest.batch import Incoming
 from ingest.errors import BrokerRefused
+from ingest.lifetime import Lifetime
 from ingest.metrics import Metrics
 
 log = structlog.get_logger("ingest.mqtt")
@@ -50,65 +52,100 @@ PERMANENT_REFUSALS = {
 
 
 @dataclass(frozen=True, slots=True)
-class Incoming:
-    mid: int
-    qos: int
-    generation: int
-    topic: str
-    payload: bytes
-    received_at: datetime
-    received_mono: float
-    retained: bool = False
+class IntakeOptions:
+    """Everything the intake needs, and nothing else (the service builds it from Settings)."""
+
+    host: str
+    port: int
+    client_id: str
+    subscription: str
+    broker_name: str = ""  # for logs: the URL with the password hidden
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    session_expiry_s: int = 7 * 86400
+    keepalive_s: int = 30
+    receive_maximum: int = 20000
+    qos0_headroom: int = 10000  # queue room beyond Receive Maximum, which QoS 0 escapes
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    connack_timeout_s: float = 10.0
 
 
-class MqttIntake:
-    """Owns the paho client. ``run()`` connects and reconnects until ``stop()``."""
+ClientFactory = Callable[[IntakeOptions], paho.Client]
+
+
+def paho_client(options: IntakeOptions) -> paho.Client:
+    """The real client: MQTT 5, manual PUBACK, credentials and TLS from the options."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=options.client_id,
+        protocol=paho.MQTTv5,
+        manual_ack=True,
+    )
+    if options.username is not None:
+        client.username_pw_set(options.username, options.password)
+    if options.tls:
+        cafile = str(options.ca_file) if options.ca_file else None
+        client.tls_set_context(ssl.create_default_context(cafile=cafile))
+    return client
+
+
+class MqttAcknowledger:
+    """The intake's acknowledger: PUBACK for the messages of a stored batch, on the
+    connection they came on; acks of an older connection are dropped (the broker has
+    already redelivered those messages, or will)."""
+
+    def __init__(self, intake: MqttIntake) -> None:
+        self._intake = intake
+
+    def ack(self, acks: Sequence[tuple[int, int]]) -> None:
+        intake = self._intake
+        sent = 0
+        with intake.lock:
+            current = intake.generation if intake.client.is_connected() else -1
+            for mid, generation in acks:
+                if generation == current and mid:
+                    intake.client.ack(mid, 1)
+                    sent += 1
+        intake.unacked -= len(acks)
+        intake.metrics.acked.inc(sent)
+
+
+class MqttIntake(Lifetime):
+    """Owns the paho client; puts every message it accepts on ``out``. ``run()`` connects
+    and reconnects until closed; ``async with`` closes (last PUBACKs, DISCONNECT)."""
 
     def __init__(
         self,
-        settings: Settings,
+        options: IntakeOptions,
         metrics: Metrics,
-        deliver: Callable[[Incoming], None],
-        *,
-        reconnect_min_s: float = 0.5,
-        reconnect_max_s: float = 30.0,
-        connack_timeout_s: float = 10.0,
+        out: asyncio.Queue[Incoming | None],
+        client_factory: ClientFactory = paho_client,
     ) -> None:
-        self.settings = settings
+        self.options = options
         self.metrics = metrics
-        self._deliver = deliver
-        self.reconnect_min_s = reconnect_min_s
-        self.reconnect_max_s = reconnect_max_s
-        self.connack_timeout_s = connack_timeout_s
+        self.out = out
         self.generation = 0
         self.subscribed = False
         self.accepting = True
         self.connects = 0
+        self.unacked = 0  # put on the queue, not yet acknowledged (or given up)
+        self.dropped = 0
+        self.lock = threading.Lock()  # socket callbacks may fire in the connect thread
+        self.acknowledger = MqttAcknowledger(self)
         self._stop = asyncio.Event()
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._refusal: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._misc_task: asyncio.Task[None] | None = None
-        self._lock = threading.Lock()  # socket callbacks may fire in the connect thread
         self._sub_mid: int | None = None
         self._delivered = 0
-        self.client = self._make_client()
-
-    def _make_client(self) -> paho.Client:
-        s = self.settings
-        broker = s.broker
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.mqtt_client_id,
-            protocol=paho.MQTTv5,
-            manual_ack=True,
-        )
-        if broker.username is not None:
-            client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            ctx = ssl.create_default_context(cafile=str(s.mqtt_ca_file) if s.mqtt_ca_file else None)
-            client.tls_set_context(ctx)
+        self.ticks = 0  # keepalive rounds: the watchdog's sign of life
+        self.client = client_factory(options)
+        client = self.client
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -117,7 +154,6 @@ class MqttIntake:
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
         client.on_socket_unregister_write = self._on_socket_unregister_write
-        return client
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -139,46 +175,41 @@ class MqttIntake:
                     return
             if self._refusal is not None:
                 raise BrokerRefused(
-                    f"broker {self.settings.broker.redacted()} refused the connection: "
-                    f"{self._refusal}"
+                    f"broker {self.options.broker_name} refused the connection: {self._refusal}"
                 )
             failures += 1
+            o = self.options
             delay = random.uniform(
-                self.reconnect_min_s, min(self.reconnect_max_s, self.reconnect_min_s * 2**failures)
+                o.reconnect_min_s, min(o.reconnect_max_s, o.reconnect_min_s * 2**failures)
             )
             log.info("mqtt_reconnect_wait", seconds=round(delay, 2), failures=failures)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
 
     async def _connect_once(self) -> bool:
-        s = self.settings
-        broker = s.broker
+        o = self.options
         self._connected.clear()
         self._disconnected.clear()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = s.mqtt_session_expiry_s
-        props.ReceiveMaximum = s.mqtt_receive_maximum
+        props.SessionExpiryInterval = o.session_expiry_s
+        props.ReceiveMaximum = o.receive_maximum
         assert self._loop is not None
         try:
             await self._loop.run_in_executor(
                 None,
                 lambda: self.client.connect(
-                    broker.host,
-                    broker.port,
-                    keepalive=s.mqtt_keepalive_s,
-                    clean_start=False,
-                    properties=props,
+                    o.host, o.port, keepalive=o.keepalive_s, clean_start=False, properties=props
                 ),
             )
         except (OSError, ssl.SSLError) as exc:
-            log.warning("mqtt_connect_failed", broker=broker.redacted(), error=str(exc))
+            log.warning("mqtt_connect_failed", broker=o.broker_name, error=str(exc))
             return False
         try:
-            await asyncio.wait_for(self._connected.wait(), self.connack_timeout_s)
+            async with asyncio.timeout(o.connack_timeout_s):
+                await self._connected.wait()
         except TimeoutError:
-            log.warning(
-                "mqtt_connack_timeout", broker=broker.redacted(), seconds=self.connack_timeout_s
-            )
+            log.warning("mqtt_connack_timeout", broker=o.broker_name, seconds=o.connack_timeout_s)
             self._drop_socket()
             return False
         return not self._disconnected.is_set()
@@ -189,8 +220,14 @@ class MqttIntake:
         self.accepting = False
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
-        """Send what is queued (the last PUBACKs), then DISCONNECT keeping the session."""
+        """Send what is queued (the last PUBACKs), then DISCONNECT keeping the session.
+        Idempotent; ends ``run()``."""
+        if self._stop.is_set():
+            return
         self._stop.set()
+        self.accepting = False
+        if self._misc_task is not None:
+            self._misc_task.cancel()
         if self.client.is_connected():
             deadline = asyncio.get_running_loop().time() + flush_timeout_s
             while self.client.want_write() and asyncio.get_running_loop().time() < deadline:
@@ -207,17 +244,7 @@ class MqttIntake:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    # ---- acknowledgements ----------------------------------------------------------
-
-    def ack(self, acks: list[tuple[int, int]]) -> None:
-        sent = 0
-        with self._lock:
-            current = self.generation if self.client.is_connected() else -1
-            for mid, generation in acks:
-                if generation == current and mid:
-                    self.client.ack(mid, 1)
-                    sent += 1
-        self.metrics.acked.inc(sent)
+    # ---- publishing ------------------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
         if self.client.is_connected():
@@ -242,18 +269,18 @@ class MqttIntake:
             self._disconnected.set()
             self._connected.set()
             return
-        with self._lock:
+        with self.lock:
             self.generation += 1
         self.connects += 1
         if self.connects > 1:
             self.metrics.mqtt_reconnects.inc()
         log.info(
             "mqtt_connected",
-            broker=self.settings.broker.redacted(),
+            broker=self.options.broker_name,
             session_present=flags.session_present,
             generation=self.generation,
         )
-        result, mid = client.subscribe(self.settings.subscription, options=SubscribeOptions(qos=1))
+        result, mid = client.subscribe(self.options.subscription, options=SubscribeOptions(qos=1))
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.error("mqtt_subscribe_failed", error=paho.error_string(result))
         self._sub_mid = mid
@@ -275,7 +302,7 @@ class MqttIntake:
         self.subscribed = True
         self.metrics.mqtt_connected.set(1)
         log.info(
-            "mqtt_subscribed", topic=self.settings.subscription, granted_qos=reason_codes[0].value
+            "mqtt_subscribed", topic=self.options.subscription, granted_qos=reason_codes[0].value
         )
 
     def _on_disconnect(
@@ -286,7 +313,7 @@ class MqttIntake:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        with self._lock:
+        with self.lock:
             self.generation += 1
         self.subscribed = False
         self.metrics.mqtt_connected.set(0)
@@ -302,18 +329,25 @@ class MqttIntake:
         self.metrics.received.inc()
         loop = self._loop
         assert loop is not None
-        self._deliver(
-            Incoming(
-                mid=message.mid if message.qos else 0,
-                qos=message.qos,
-                generation=self.generation,
-                topic=message._topic.decode("utf-8", "replace"),
-                payload=bytes(message.payload),
-                received_at=datetime.now(UTC),
-                received_mono=loop.time(),
-                retained=bool(message.retain),
-            )
+        incoming = Incoming(
+            mid=message.mid if message.qos else 0,
+            qos=message.qos,
+            generation=self.generation,
+            topic=message._topic.decode("utf-8", "replace"),
+            payload=bytes(message.payload),
+            received_at=datetime.now(UTC),
+            received_mono=loop.time(),
+            retained=bool(message.retain),
         )
+        try:
+            self.out.put_nowait(incoming)
+        except asyncio.QueueFull:
+            # Only QoS 0 floods escape Receive Maximum; an unacked QoS 1 message comes back.
+            self.dropped += 1
+            if self.dropped in (1, 1000) or self.dropped % 100000 == 0:
+                log.error("intake_full", dropped=self.dropped, qos=message.qos)
+            return
+        self.unacked += 1
 
     # ---- socket plumbing: paho's external-loop interface --------------------------------
 
@@ -382,4 +416,5 @@ class MqttIntake:
         """Keepalive pings, and the check that turns a frozen broker into a reconnect."""
         while self.client.socket() is not None:
             self.client.loop_misc()
+            self.ticks += 1
             await asyncio.sleep(1.0)

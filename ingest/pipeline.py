@@ -5,6 +5,9 @@ holds ``max_lines`` lines or its oldest message is ``max_age_s`` old, whichever 
 (Telegraf's flush on size *or* age). Every received message ends up in exactly one
 batch — as lines, as a dead letter, or as a bare acknowledgement — so acknowledgements
 leave in arrival order.
+
+No ``asyncio.wait_for`` here: on Python 3.11 it can swallow the cancellation of the task
+that awaits it, and a pipeline that ignores cancellation keeps a failed service alive.
 """
 
 from __future__ import annotations
@@ -17,9 +20,8 @@ import structlog
 
 import devices
 from devices import DeviceInfo, Ignored, Limits, Reason, Registry, Rejected
-from ingest.batch import Batch, DeadLetter, Source
+from ingest.batch import Accepted, Batch, DeadLetter, Incoming, Source
 from ingest.metrics import Metrics
-from ingest.mqtt import Incoming
 
 log = structlog.get_logger("ingest.pipeline")
 
@@ -43,6 +45,15 @@ class Pipeline:
         self.reject_unregistered = reject_unregistered
         self.max_lines = max_lines
         self.max_age_s = max_age_s
+        self.processed = 0
+        self.waiting_for_delivery = False
+
+    async def _hand_over(self, out: asyncio.Queue[Batch | None], batch: Batch | None) -> None:
+        self.waiting_for_delivery = True
+        try:
+            await out.put(batch)
+        finally:
+            self.waiting_for_delivery = False
 
     async def run(
         self, intake: asyncio.Queue[Incoming | None], out: asyncio.Queue[Batch | None]
@@ -53,26 +64,28 @@ class Pipeline:
             if intake.empty() and len(batch):
                 remaining = batch.first_received + self.max_age_s - time.monotonic()
                 if remaining <= 0:
-                    await out.put(batch)
+                    await self._hand_over(out, batch)
                     batch = Batch()
                     continue
                 try:
-                    item = await asyncio.wait_for(intake.get(), remaining)
+                    async with asyncio.timeout(remaining):
+                        item = await intake.get()
                 except TimeoutError:
                     continue
             else:
                 item = await intake.get()
             if item is STOP:
                 if len(batch):
-                    await out.put(batch)
-                await out.put(STOP)
+                    await self._hand_over(out, batch)
+                await self._hand_over(out, STOP)
                 return
             self.process(item, batch)
             if len(batch.lines) >= self.max_lines:
-                await out.put(batch)
+                await self._hand_over(out, batch)
                 batch = Batch()
 
     def process(self, msg: Incoming, batch: Batch) -> None:
+        self.processed += 1
         if not batch.acks:
             batch.first_received = msg.received_mono
         batch.acks.append((msg.mid, msg.generation))
@@ -98,7 +111,9 @@ class Pipeline:
         self.metrics.accepted.inc()
         if message.extra_fields:
             self.metrics.extra_fields.inc(len(message.extra_fields))
-        batch.add_lines(Source(msg.topic, msg.payload, msg.received_at), lines)
+        batch.add_lines(
+            Source(msg.topic, msg.payload, msg.received_at), lines, Accepted(message, device)
+        )
 
     def _enrich(self, message: devices.Message) -> DeviceInfo | None:
         if self.registry is None:

@@ -1,54 +1,109 @@
-"""The service: wires the stages and owns their tasks and shutdown.
+"""The service: builds the stages, wires them into one path, and owns their tasks.
 
-    MQTT (paho, manual PUBACK) ─▶ intake queue ─▶ Pipeline ─▶ batch queue ─▶ Delivery ─▶ PUBACK
-                                                 decode/enrich/encode        DB | spool
-                                                                         rejects → dead-letter
+    broker ─PUBLISH─▶ MqttIntake ─Incoming─▶ intake queue ─▶ Pipeline ─Batch─▶ batch queue ─┐
+                      paho, manual PUBACK,   (bounded)       decode → registry  (2 batches)  │
+                      Receive Maximum                        → line protocol                 │
+    ┌────────────────────────────────────────────────────────────────────────────────────────┘
+    └▶ Delivery ─ rejects ─▶ dead-letter store (fsync)
+                ─ lines ───▶ database, or spool (fsync) ◀─▶ replay: spool → database, in order
+                │   then, only for a stored batch:
+                ├─▶ Acknowledger (MqttAcknowledger): PUBACK on the message's own connection
+                └─▶ DeliveredSink — none by default: each stored batch's Accepted messages
+                    (decoded message + registry entry), once, in order, after the PUBACK.
+                    The fleet-state / alert stage attaches here (``Service(sink=...)``).
 
-Queues are bounded; the broker's Receive Maximum bounds what can be unacknowledged, so a
-slow database leaves the backlog with the broker instead of in our memory.
+One way only: no stage calls back into the service. Queues are bounded and the broker's
+Receive Maximum bounds what is unacknowledged, so a slow database leaves the backlog with
+the broker. Every stage runs as one task; if any ends unexpectedly the service stops at
+once (``StageFailed``, exit 1, the reason logged) rather than live on as a zombie. The
+watchdog turns a stage that is stuck with work into ``/healthz`` 503. On stop, what is in
+flight gets ``drain_timeout_s`` to be stored and acknowledged; a thread ends the process
+should the shutdown itself hang.
+
+The writer is built through the module's ``make_writer``: the one seam where tests put a faulty
+writer into the real service (``tests/faulty_ingest.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
+import threading
+from collections.abc import Coroutine
+from typing import Any
 
 import orjson
 import structlog
 
 from devices import Registry, RegistryError
-from ingest.batch import Batch, DeadLetter
+from ingest.batch import Batch, DeadLetter, DeliveredSink, Incoming
 from ingest.config import Settings, parse_host_port
 from ingest.deadletter import DeadLetterStore
 from ingest.delivery import Delivery
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, IngestError, StageFailed
 from ingest.http import HttpServer
 from ingest.metrics import Metrics
-from ingest.mqtt import Incoming, MqttIntake
+from ingest.mqtt import IntakeOptions, MqttIntake
 from ingest.pipeline import STOP, Pipeline, limits_from
 from ingest.spool import Spool
+from ingest.watchdog import Watchdog
 from ingest.writers import make_writer
 
 log = structlog.get_logger("ingest")
 
 DEADLETTER_TOPIC = "taza/v1/_deadletter/{reason}"
 QOS0_HEADROOM = 10000
+CANCEL_GRACE_S = 5.0  # for cancelled tasks to finish
+HARD_STOP_MARGIN_S = 10.0  # beyond the drain: last PUBACKs, DISCONNECT, closing files
+
+
+def intake_options(settings: Settings) -> IntakeOptions:
+    broker = settings.broker
+    return IntakeOptions(
+        host=broker.host,
+        port=broker.port,
+        client_id=settings.mqtt_client_id,
+        subscription=settings.subscription,
+        broker_name=broker.redacted(),
+        tls=broker.tls,
+        username=broker.username,
+        password=broker.password,
+        ca_file=settings.mqtt_ca_file,
+        session_expiry_s=settings.mqtt_session_expiry_s,
+        keepalive_s=settings.mqtt_keepalive_s,
+        receive_maximum=settings.mqtt_receive_maximum,
+        qos0_headroom=QOS0_HEADROOM,
+    )
+
+
+def _hard_stop(after_s: float, why: str) -> None:
+    """Last resort, from a thread: a task that ignores cancellation (or a teardown that hangs)
+    must not keep the process up past its deadline."""
+
+    def fire() -> None:
+        log.error("shutdown_hung", after_s=after_s, why=why, action="exiting now")
+        sys.stderr.flush()
+        os._exit(1)
+
+    timer = threading.Timer(after_s, fire)
+    timer.daemon = True
+    timer.start()
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, sink: DeliveredSink | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
         try:
             self.registry = Registry.load(settings.registry) if settings.registry else None
         except (RegistryError, OSError) as exc:
             raise ConfigError(f"TAZA_REGISTRY: {exc}") from None
-        self.intake: asyncio.Queue[Incoming | None] = asyncio.Queue(
+        self.intake_queue: asyncio.Queue[Incoming | None] = asyncio.Queue(
             maxsize=settings.mqtt_receive_maximum + QOS0_HEADROOM
         )
         self.batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
-        self.pending = 0
-        self.dropped = 0
         data_dir = settings.data_dir
         try:
             self.spool = Spool(data_dir / "spool", settings.spool_max_bytes)
@@ -60,7 +115,7 @@ class Service:
         except OSError as exc:
             raise ConfigError(f"TAZA_DATA_DIR {data_dir}: {exc}") from None
         self.writer = make_writer(settings)
-        self.mqtt = MqttIntake(settings, self.metrics, self._on_incoming)
+        self.intake = MqttIntake(intake_options(settings), self.metrics, self.intake_queue)
         self.pipeline = Pipeline(
             self.metrics,
             limits=limits_from(settings.max_payload_bytes, settings.max_age_s, settings.strict),
@@ -74,37 +129,60 @@ class Service:
             self.spool,
             self.deadletters,
             self.metrics,
-            self._ack,
+            self.intake.acknowledger,
+            sink=sink,
             attempts=settings.write_attempts,
             republish=self._republish if settings.deadletter_republish else None,
         )
+        self.watchdog = Watchdog(settings.stall_timeout_s)
+        self._watch_stages()
         host, port = parse_host_port(settings.http_addr)
-        self.http = HttpServer(host, port, self.metrics, self.readiness)
-        self.metrics.queue_depth.set_function(lambda: self.pending)
+        self.http = HttpServer(host, port, self.metrics, self.readiness, self.watchdog.check)
+        self.metrics.queue_depth.set_function(lambda: self.intake.unacked)
 
-    def _on_incoming(self, msg: Incoming) -> None:
-        try:
-            self.intake.put_nowait(msg)
-        except asyncio.QueueFull:
-            # Only QoS 0 floods escape Receive Maximum; an unacked QoS 1 message comes back.
-            self.dropped += 1
-            if self.dropped in (1, 1000) or self.dropped % 100000 == 0:
-                log.error("intake_full", dropped=self.dropped, qos=msg.qos)
-            return
-        self.pending += 1
+    def _watch_stages(self) -> None:
+        intake, pipeline, delivery = self.intake, self.pipeline, self.delivery
+        self.watchdog.watch(
+            "intake",
+            busy=lambda: intake.client.socket() is not None,
+            progress=lambda: intake.ticks,
+        )
+        self.watchdog.watch(
+            "pipeline",
+            busy=lambda: self.intake_queue.qsize() > 0,
+            progress=lambda: pipeline.processed,
+            holding=lambda: "waiting for delivery" if pipeline.waiting_for_delivery else None,
+        )
+        self.watchdog.watch(
+            "delivery",
+            busy=lambda: delivery.in_hand or self.batches.qsize() > 0,
+            progress=lambda: delivery.handled + self._write_attempts(),
+            holding=lambda: (
+                "a durable store is full: acknowledgements held" if delivery.holding else None
+            ),
+        )
+        self.watchdog.watch(
+            "replay",
+            busy=lambda: not self.spool.empty,
+            progress=lambda: self.spool.count + self._write_attempts(),
+        )
 
-    def _ack(self, acks: list[tuple[int, int]]) -> None:
-        self.mqtt.ack(acks)
-        self.pending -= len(acks)
+    def _write_attempts(self) -> int:
+        """Completed database writes, good or bad: a stage retrying a slow database moves."""
+        sample = self.metrics.registry.get_sample_value
+        done = sample("taza_batch_write_seconds_count") or 0
+        for kind in ("unavailable", "refused"):
+            done += sample("taza_write_errors_total", {"kind": kind}) or 0
+        return int(done)
 
     def _republish(self, letters: list[DeadLetter]) -> None:
         for d in letters:
-            self.mqtt.publish(
+            self.intake.publish(
                 DEADLETTER_TOPIC.format(reason=d.reason.value), orjson.dumps(d.to_record())
             )
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        subscribed = self.mqtt.subscribed
+        subscribed = self.intake.subscribed
         database = self.delivery.database_up
         spool_ok = not self.delivery.spool_full
         return subscribed and (database or spool_ok) and not self.delivery.deadletter_full, {
@@ -115,54 +193,109 @@ class Service:
             "deadletter_full": self.delivery.deadletter_full,
         }
 
-    async def run(self, stop: asyncio.Event, *, drain_timeout_s: float = 30.0) -> None:
-        try:
-            await self.http.start()
-        except OSError as exc:
-            raise ConfigError(
-                f"TAZA_HTTP_ADDR {self.settings.http_addr}: {exc.strerror or exc}"
-            ) from None
-        await self.writer.start()
-        self.delivery.mark_database_up(await self.writer.ping())
-        log.info(
-            "taza_ingest_started",
-            **self.settings.summary(),
-            database_up=self.delivery.database_up,
-            spool_batches=self.spool.count,
-            registry_devices=len(self.registry) if self.registry else 0,
-        )
-        try:
-            async with asyncio.TaskGroup() as tg:
-                mqtt_task = tg.create_task(self.mqtt.run(), name="mqtt")
-                pipeline_task = tg.create_task(
-                    self.pipeline.run(self.intake, self.batches), name="pipeline"
-                )
-                delivery_task = tg.create_task(self.delivery.run(self.batches), name="delivery")
-                replay_task = tg.create_task(self.delivery.replay_forever(), name="replay")
-                stats_task = tg.create_task(self._stats_forever(), name="stats")
-                await stop.wait()
-                log.info("taza_ingest_stopping", pending=self.pending)
-                self.mqtt.stop_accepting()
-                await self.intake.put(STOP)
-                await pipeline_task
-                try:
-                    await asyncio.wait_for(asyncio.shield(delivery_task), drain_timeout_s)
-                except TimeoutError:
-                    log.error(
-                        "drain_timeout", action="leaving unacknowledged messages with the broker"
-                    )
-                    self.delivery.stopping = True
-                    await delivery_task
-                await self.mqtt.close()
-                replay_task.cancel()
-                stats_task.cancel()
-                await mqtt_task
-        finally:
-            with contextlib.suppress(Exception):
-                await self.writer.close()
-            self.deadletters.close()
-            await self.http.stop()
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set (then drain) or a stage fails (then raise StageFailed, or the
+        stage's own IngestError such as BrokerRefused)."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(self.http)
+            except OSError as exc:
+                raise ConfigError(
+                    f"TAZA_HTTP_ADDR {self.settings.http_addr}: {exc.strerror or exc}"
+                ) from None
+            stack.push_async_callback(self._close_writer)
+            stack.callback(self.deadletters.close)
+            await self.writer.start()
+            self.delivery.mark_database_up(await self.writer.ping())
+            log.info(
+                "taza_ingest_started",
+                **self.settings.summary(),
+                database_up=self.delivery.database_up,
+                spool_batches=self.spool.count,
+                registry_devices=len(self.registry) if self.registry else 0,
+            )
+            await stack.enter_async_context(self.intake)  # leaves first: PUBACKs, DISCONNECT
+            tasks = self._start_tasks()
+            failed = await self._until_stop_or_failure(stop, tasks)
+            if failed is None:
+                await self._drain(tasks)
+                failed = _first_failure(tasks)
+            error = self._fail(failed, tasks) if failed is not None else None
+            await _cancel(tasks.values())
+        if error is not None:
+            raise error
         log.info("taza_ingest_stopped", **self._stats())
+
+    def _start_tasks(self) -> dict[str, asyncio.Task[None]]:
+        coros: dict[str, Coroutine[Any, Any, None]] = {
+            "intake": self.intake.run(),
+            "pipeline": self.pipeline.run(self.intake_queue, self.batches),
+            "delivery": self.delivery.run(self.batches),
+            "replay": self.delivery.replay_forever(),
+            "watchdog": self.watchdog.run(),
+        }
+        if self.settings.stats_interval_s > 0:
+            coros["stats"] = self._stats_forever(self.settings.stats_interval_s)
+        return {name: asyncio.create_task(coro, name=name) for name, coro in coros.items()}
+
+    async def _until_stop_or_failure(
+        self, stop: asyncio.Event, tasks: dict[str, asyncio.Task[None]]
+    ) -> str | None:
+        """The name of the first task to end, or None when asked to stop first."""
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait(
+            {stopping, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED
+        )
+        stopping.cancel()
+        for name, task in tasks.items():
+            if task in done:
+                return name
+        return None
+
+    async def _drain(self, tasks: dict[str, asyncio.Task[None]]) -> None:
+        """Intake stops; what was received is stored and acknowledged within the drain
+        timeout; then everything else is cancelled."""
+        drain_s = self.settings.drain_timeout_s
+        _hard_stop(drain_s + CANCEL_GRACE_S + HARD_STOP_MARGIN_S, "stop requested")
+        log.info("taza_ingest_stopping", pending=self.intake.unacked)
+        self.intake.stop_accepting()
+        flow = [tasks["pipeline"], tasks["delivery"]]
+        try:
+            async with asyncio.timeout(drain_s):
+                await self.intake_queue.put(STOP)
+                await asyncio.wait(flow)
+        except TimeoutError:
+            log.error(
+                "drain_timeout",
+                seconds=drain_s,
+                stages={t.get_name(): "unfinished" for t in flow if not t.done()},
+                action="leaving unacknowledged messages with the broker",
+            )
+            self.delivery.stopping = True
+        await _cancel(tasks.values())
+
+    def _fail(self, name: str, tasks: dict[str, asyncio.Task[None]]) -> IngestError:
+        task = tasks[name]
+        exc = None if task.cancelled() else task.exception()
+        why = (
+            "cancelled"
+            if task.cancelled()
+            else f"{type(exc).__name__}: {exc}"
+            if exc is not None
+            else "returned while the service was running"
+        )
+        _hard_stop(CANCEL_GRACE_S + HARD_STOP_MARGIN_S, f"stage {name} failed")
+        self.watchdog.failed(name, why)
+        self.intake.stop_accepting()
+        if isinstance(exc, IngestError):
+            log.error("stage_failed", stage=name, error=why)
+            return exc
+        log.error("stage_failed", stage=name, error=why, exc_info=exc, action="exiting")
+        return StageFailed(name, why)
+
+    async def _close_writer(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.writer.close()
 
     def _stats(self) -> dict[str, int]:
         sample = self.metrics.registry.get_sample_value
@@ -177,15 +310,12 @@ class Service:
             "accepted": int(sample("taza_messages_accepted_total") or 0),
             "rejected": int(rejected),
             "points_written": int(sample("taza_points_written_total") or 0),
-            "unacknowledged": self.pending,
+            "unacknowledged": self.intake.unacked,
             "spool_batches": self.spool.count,
         }
 
-    async def _stats_forever(self) -> None:
+    async def _stats_forever(self, interval: float) -> None:
         """One summary line per interval, only when something moved: for people reading logs."""
-        interval = self.settings.stats_interval_s
-        if interval <= 0:
-            return
         last: dict[str, int] = {}
         while True:
             await asyncio.sleep(interval)
@@ -193,3 +323,21 @@ class Service:
             if now != last:
                 log.info("ingest_stats", interval_s=interval, **now)
                 last = now
+
+
+def _first_failure(tasks: dict[str, asyncio.Task[None]]) -> str | None:
+    """A task that raised while draining (cancelled ones were stopped by us)."""
+    for name, task in tasks.items():
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            return name
+    return None
+
+
+async def _cancel(tasks: Any) -> None:
+    pending = [t for t in tasks if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE_S)
+        if stuck:
+            log.error("stage_ignores_cancel", stages=sorted(t.get_name() for t in stuck))

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from devices import Reason
-from ingest.batch import Batch, DeadLetter, Source
+from ingest.batch import Batch, DeadLetter, Incoming, Source
 from ingest.config import load_settings, parse_mqtt_url
 from ingest.deadletter import DeadLetterStore, read_records, summarise
 from ingest.delivery import Delivery
 from ingest.errors import ConfigError, WriteRefused, WriteUnavailable
 from ingest.metrics import Metrics
-from ingest.mqtt import Incoming
 from ingest.pipeline import Pipeline, limits_from
 from ingest.spool import Spool
 from ingest.writers import classify_status
@@ -71,7 +71,7 @@ def test_secrets_not_in_summary(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_share_group_subscription(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TAZA_MQTT_SHARE_GROUP", "ingest")
-    assert load_settings().subscription == "$share/ingest/taza/v1/+/+/+/+"
+    assert load_settings().subscription == "$share/ingest/taza/v1/#"
 
 
 # -- status mapping ----------------------------------------------------------------------
@@ -172,6 +172,14 @@ class MemoryWriter:
         return None
 
 
+class ListAcknowledger:
+    def __init__(self, acked: list[int]) -> None:
+        self.acked = acked
+
+    def ack(self, acks: Sequence[tuple[int, int]]) -> None:
+        self.acked.extend(mid for mid, _ in acks)
+
+
 def _delivery(
     tmp_path: Path, writer: MemoryWriter, acked: list[int], spool_bytes: int = 1 << 20
 ) -> Delivery:
@@ -180,7 +188,7 @@ def _delivery(
         Spool(tmp_path / "spool", spool_bytes),
         DeadLetterStore(tmp_path / "dl"),
         Metrics(),
-        lambda acks: acked.extend(mid for mid, _ in acks),
+        ListAcknowledger(acked),
         attempts=2,
         retry_initial_s=0.01,
         retry_max_s=0.02,

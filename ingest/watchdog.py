@@ -1,0 +1,106 @@
+"""The watchdog behind ``/healthz``: every stage alive, and making progress when it has work.
+
+An HTTP server that answers says nothing about the stages behind it: a delivery task stuck
+in a write that never returns leaves the process up and silent. Each stage is watched
+through three cheap probes it already has — whether work is waiting for it (``busy``), a
+counter that moves when it works (``progress``), and a legitimate reason to hold still
+(``holding``, e.g. the spool is full: that is ``/readyz``'s business, not a fault). A stage
+that is busy, not holding, and whose counter has not moved for ``stall_s`` is *stuck*; a
+stage whose task ended while the service runs has *failed*. Either makes ``/healthz`` 503,
+naming the stage and why, so a supervisor's liveness probe restarts the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+log = structlog.get_logger("ingest.watchdog")
+
+
+def _never() -> str | None:
+    return None
+
+
+@dataclass(slots=True)
+class _Watched:
+    name: str
+    busy: Callable[[], bool]
+    progress: Callable[[], int]
+    holding: Callable[[], str | None]
+    last_value: int
+    last_change: float
+    failed: str | None = None
+    reported: bool = False
+
+
+class Watchdog:
+    def __init__(self, stall_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_s = stall_s
+        self.clock = clock
+        self._stages: dict[str, _Watched] = {}
+
+    def watch(
+        self,
+        name: str,
+        *,
+        busy: Callable[[], bool],
+        progress: Callable[[], int],
+        holding: Callable[[], str | None] = _never,
+    ) -> None:
+        self._stages[name] = _Watched(name, busy, progress, holding, progress(), self.clock())
+
+    def failed(self, name: str, why: str) -> None:
+        """The stage's task ended: unhealthy for good (the service is going down)."""
+        stage = self._stages.get(name)
+        if stage is not None:
+            stage.failed = why
+
+    def sample(self) -> None:
+        now = self.clock()
+        for stage in self._stages.values():
+            value = stage.progress()
+            if value != stage.last_value or not stage.busy():
+                stage.last_value = value
+                stage.last_change = now
+                stage.reported = False
+
+    def check(self) -> tuple[bool, dict[str, dict[str, object]]]:
+        """(healthy, per stage ``{"state": ok|idle|holding|stuck|failed, "why": ...}``)."""
+        self.sample()
+        now = self.clock()
+        healthy = True
+        out: dict[str, dict[str, object]] = {}
+        for stage in self._stages.values():
+            if stage.failed is not None:
+                healthy = False
+                out[stage.name] = {"state": "failed", "why": stage.failed}
+                continue
+            if not stage.busy():
+                out[stage.name] = {"state": "idle"}
+                continue
+            hold = stage.holding()
+            if hold is not None:
+                out[stage.name] = {"state": "holding", "why": hold}
+                continue
+            still = now - stage.last_change
+            if still > self.stall_s:
+                healthy = False
+                why = f"work pending and no progress for {still:.0f}s (limit {self.stall_s:g}s)"
+                out[stage.name] = {"state": "stuck", "why": why}
+                if not stage.reported:
+                    log.error("stage_stuck", stage=stage.name, why=why)
+                    stage.reported = True
+                continue
+            out[stage.name] = {"state": "ok"}
+        return healthy, out
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        """Sample (and log a newly stuck stage) once per interval, whether or not anyone asks."""
+        while True:
+            self.check()
+            await asyncio.sleep(interval_s)
