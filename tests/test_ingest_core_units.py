@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest.batch import Accepted, Batch, Incoming
-from ingest.deadletter import DeadLetterStore
+from ingest.deadletter import DeadLetterStore, read_records
 from ingest.delivery import Delivery
 from ingest.metrics import Metrics
 from ingest.pipeline import Pipeline, limits_from
@@ -159,3 +159,31 @@ async def test_pipeline_cancelled_as_a_message_arrives_ends_and_keeps_the_messag
     assert done, "the pipeline swallowed its cancellation"
     assert task.cancelled()
     assert intake.qsize() == 1, "the message it did not take is still queued"
+
+
+async def test_a_message_the_database_refused_is_dead_lettered_and_not_passed_on(
+    tmp_path: Path,
+) -> None:
+    writer, acked = MemoryWriter(), []
+    spool = Spool(tmp_path / "spool", 1 << 20)
+    sink = RecordingSink(writer, spool, acked)
+    dead = DeadLetterStore(tmp_path / "dl")
+    delivery = Delivery(
+        writer, spool, dead, Metrics(), ListAcknowledger(acked), sink=sink, attempts=1
+    )
+    pipeline = Pipeline(Metrics(), limits=limits_from(4096, 86400, False))
+    batch = Batch()
+    for mid, device in enumerate(["d1", "dBAD", "d2"], start=1):
+        payload = b'{"ts": %d, "seq": %d, "fill_pct": 5}' % (TS + mid, mid)
+        topic = f"taza/v1/a/ecobox/{device}/fill"
+        pipeline.process(Incoming(mid, 1, 1, topic, payload, NOW, time.monotonic()), batch)
+    queue: asyncio.Queue[Batch | None] = asyncio.Queue()
+    queue.put_nowait(batch)
+    queue.put_nowait(None)
+    await delivery.run(queue)
+    dead.close()
+    assert acked == [1, 2, 3]
+    assert sink.seen == [("d1", 1), ("d2", 3)], "the refused message is not fleet state"
+    records = list(read_records(tmp_path / "dl"))
+    assert [r["reason"] for r in records] == ["refused_by_database"]
+    assert "/dBAD/" in str(records[0]["topic"])
