@@ -1,7 +1,7 @@
-"""Drive a real ``taza-ingest`` process and a real MQTT publisher from tests and bench/.
+"""Drive a real ``taza-ingest`` process from tests and bench/: start, wait ready, metrics, stop.
 
-No mocks: the service runs as its own process (so SIGTERM and kill -9 are real), the
-publisher is a paho-mqtt client that waits for the broker's PUBACK of every message.
+No mocks: the service runs as its own process (so SIGTERM and kill -9 are real), found as
+``python -m ingest`` of the interpreter running this code.
 """
 
 from __future__ import annotations
@@ -11,20 +11,17 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from devstack.metrics import series
 
-REPO = Path(__file__).resolve().parents[1]
+__all__ = ["INGEST", "IngestProcess", "http_get", "wait_until"]
+
 INGEST = [sys.executable, "-m", "ingest"]
 
 
@@ -37,9 +34,14 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, interval: fl
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+# No proxies: an http_proxy in the environment must never see loopback traffic.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """(status, body); (0, "") when nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with _opener.open(url, timeout=timeout) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -47,22 +49,17 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
         return 0, ""
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 @dataclass
 class IngestProcess:
-    """``taza-ingest run`` as a child process with its own data dir, HTTP port and log."""
+    """``taza-ingest run`` as a child process with its own data dir, HTTP port and log.
+
+    ``cwd`` is where it runs (default: the caller's), for relative paths in ``env``.
+    """
 
     data_dir: Path
     env: dict[str, str]
     http_port: int
+    cwd: Path | None = None
     log_path: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -84,7 +81,7 @@ class IngestProcess:
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [*INGEST, "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+            [*INGEST, "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
         )
         log.close()
         if wait_ready:
@@ -102,9 +99,10 @@ class IngestProcess:
         wait_until(ready, timeout, "taza-ingest /readyz")
 
     def metrics(self) -> dict[str, float]:
+        """{series: value}, e.g. ``taza_messages_rejected_total{reason="not_json"}``."""
         status, text = http_get(self.url + "/metrics")
         assert status == 200, f"/metrics answered {status}"
-        return parse_metrics(text)
+        return series(text)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.proc is not None
@@ -135,83 +133,3 @@ class IngestProcess:
             except ValueError:
                 continue
         return events
-
-
-def fill_payload(seq: int, ts_ms: int, fill_pct: float) -> bytes:
-    return json.dumps({"ts": ts_ms, "seq": seq, "fill_pct": fill_pct}).encode()
-
-
-def fill_messages(
-    devices: int,
-    per_device: int,
-    *,
-    region: str = "almaty",
-    prefix: str = "eb",
-    ts0_ms: int | None = None,
-) -> list[tuple[str, bytes, tuple[str, int, float]]]:
-    """Valid ecobox/fill messages: (topic, payload, (device_id, ts_ms, fill_pct)), interleaved."""
-    base = ts0_ms if ts0_ms is not None else int(time.time() * 1000) - 3_600_000
-    out = []
-    for seq in range(per_device):
-        for d in range(devices):
-            device_id = f"{prefix}-{d:05d}"
-            ts = base + seq * 1000 + d
-            pct = round((seq * 7 + d * 13) % 1000 / 10, 1)
-            out.append(
-                (
-                    f"taza/v1/{region}/ecobox/{device_id}/fill",
-                    fill_payload(seq, ts, pct),
-                    (device_id, ts, pct),
-                )
-            )
-    return out
-
-
-class Publisher:
-    """A QoS 1 publisher that survives broker restarts and knows which messages were PUBACKed."""
-
-    def __init__(self, host: str, port: int, client_id: str, inflight: int = 1000) -> None:
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
-        )
-        self.client.max_inflight_messages_set(inflight)
-        self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(0.1, 1)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self._connected = threading.Event()
-        self.client.on_connect = lambda *a: self._connected.set()
-        self.client.connect(host, port, keepalive=10, clean_start=False, properties=props)
-        self.client.loop_start()
-        if not self._connected.wait(10):
-            raise AssertionError("publisher could not connect")
-        self.infos: list[paho.MQTTMessageInfo] = []
-
-    def publish(
-        self, messages: Iterable[tuple[str, bytes]], rate: float | None = None, window: int = 5000
-    ) -> None:
-        """Queue messages, at most ``window`` unacknowledged at a time: paho rescans its
-        whole outgoing queue on every PUBACK, so an unbounded queue costs O(n^2)."""
-        start = time.monotonic()
-        for i, (topic, payload) in enumerate(messages):
-            self.infos.append(self.client.publish(topic, payload, qos=1))
-            if i % 100 == 0:
-                if rate:
-                    ahead = i / rate - (time.monotonic() - start)
-                    if ahead > 0:
-                        time.sleep(ahead)
-                while self._prune() > window:
-                    time.sleep(0.005)
-
-    def _prune(self) -> int:
-        # is_published() raises for messages queued while disconnected, which paho still
-        # sends after the reconnect; the flag itself is set on their PUBACK.
-        self.infos = [i for i in self.infos if not i._published]
-        return len(self.infos)
-
-    def wait_all_acked(self, timeout: float = 60) -> None:
-        wait_until(lambda: self._prune() == 0, timeout, "PUBACK of every message")
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()

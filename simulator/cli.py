@@ -426,6 +426,15 @@ def fleet(out: str, **kw: Any) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option(
+    "--progress",
+    type=click.Choice(["human", "jsonl", "none"]),
+    default="human",
+    show_default=True,
+    help="Progress on stderr once a second: a line for people, a JSON object per line for "
+    'programs ({"event": "progress", "elapsed_s", "sim_time", "published", "rate_per_s", '
+    '"online", "devices", "queued", "reconnects"}), or none.',
+)
 def run(**kw: Any) -> None:
     """Simulate a fleet: each device its own MQTT connection, publishing per the contract.
 
@@ -498,6 +507,7 @@ def run(**kw: Any) -> None:
         connect_concurrency=kw["connect_concurrency"],
         drain_timeout_s=kw["drain_timeout"] or 0.0,
         progress=not kw["quiet"],
+        progress_format=kw["progress"],
         seq_start=kw["seq_start"],
     )
     from simulator.device import preflight

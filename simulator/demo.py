@@ -42,7 +42,7 @@ from simulator.clock import parse_duration
 from simulator.fleet import parse_regions
 
 if TYPE_CHECKING:
-    from tests.servers import InfluxDB1, Mosquitto
+    from devstack.servers import InfluxDB1, Mosquitto
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -916,15 +916,8 @@ class Demo:
 
 
 def harness() -> Any:
-    """tests/servers.py, from the checkout this file lives in."""
-    if not (REPO_ROOT / "tests" / "servers.py").is_file():
-        raise DemoError(
-            "the demo runs from a checkout of the taza repository (it uses tests/servers.py and "
-            "mosquitto.conf): clone it and run `make demo` there"
-        )
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from tests import servers
+    """devstack.servers (moving into devstack.demo next)."""
+    from devstack import servers
 
     return servers
 

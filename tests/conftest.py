@@ -17,8 +17,11 @@ from typing import Any, Generic, TypeVar
 
 import pytest
 
-from tests.ingest_support import IngestProcess
-from tests.servers import InfluxDB1, MissingBinary, Mosquitto, Server, VictoriaMetrics, free_port
+from devstack.ingest_process import IngestProcess
+from devstack.servers import InfluxDB1, MissingBinary, Mosquitto, Server, VictoriaMetrics, free_port
+
+#: The checkout the suite runs from (subprocesses that need a working directory use it).
+REPO = Path(__file__).resolve().parents[1]
 
 S = TypeVar("S", bound=Server)
 

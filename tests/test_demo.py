@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.servers import MissingBinary, find_binary
 from simulator.demo import INFLUXQL_EXAMPLES
-from tests.servers import REPO_ROOT, MissingBinary, find_binary
+from tests.conftest import REPO as REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 import devices
+from devstack.servers import free_port
 from simulator.cli import main
 from simulator.fleet import REGIONS, generate, parse_interval, parse_mix, write
-from tests.servers import free_port
 
 
 def test_ids_counts_and_regions() -> None:
