@@ -63,7 +63,7 @@ bench: setup
 	$(BIN)/python bench/ingest.py
 
 demo: setup
-	$(BIN)/python -m simulator.demo $(DEMO_ARGS)
+	$(BIN)/python -m devstack.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

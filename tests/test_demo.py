@@ -1,6 +1,6 @@
 """`make demo` in its CI size (`--short`): the whole chain runs, reports, and leaves nothing behind.
 
-Each test runs `python -m simulator.demo` as a user would (its own process group, like a shell
+Each test runs `python -m devstack.demo` as a user would (its own process group, like a shell
 job), in a temporary `--var` directory, and checks what a user relies on: exit status, the report
 (nothing lost, the fullest-bins table, the dead-letter summary), that the printed InfluxQL and
 HTTP examples work, that a second run in the same directory needs no clean-up, and that Ctrl-C
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.demo.report import INFLUXQL_EXAMPLES
 from devstack.servers import MissingBinary, find_binary
-from simulator.demo import INFLUXQL_EXAMPLES
 from tests.conftest import REPO as REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ class Demo:
         command = (
             ["make", "--no-print-directory", "demo", f"DEMO_ARGS={' '.join(demo_args)}"]
             if via_make  # the command people type: its set-up steps must be no-ops here
-            else [sys.executable, "-m", "simulator.demo", *demo_args]
+            else [sys.executable, "-m", "devstack.demo", *demo_args]
         )
         self.proc = subprocess.Popen(
             command,
