@@ -214,3 +214,18 @@ def test_ctrl_c_mid_run_stops_everything(tmp_path: Path) -> None:
         r"stopped taza-sim \(exit 130\), taza-ingest \(exit 0\), mosquitto, influxd", demo.output
     ), demo.output
     assert not survivors(var), survivors(var)
+
+
+def test_ctrl_c_through_make_ends_make_by_the_signal(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches make and the demo alike (one foreground process group).
+    The demo stops everything and exits 130; GNU make reports the recipe's status and then
+    ends by the same signal, so the shell sees 130 (128 + SIGINT), as docs/demo.md says."""
+    var = tmp_path / "demo"
+    demo = Demo(var, "--duration", "30s", via_make=True)
+    demo.wait_for("66/66 │", timeout=60)
+    demo.interrupt()
+    code = demo.finish(timeout=60)
+    assert code == -signal.SIGINT, demo.output  # what a shell shows as $? = 130
+    assert re.search(r"make: \*\*\* \[Makefile:\d+: demo\] Error 130", demo.output), demo.output
+    assert "stopped cleanly after" in demo.output
+    assert not survivors(var), survivors(var)

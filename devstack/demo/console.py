@@ -58,7 +58,7 @@ def progress_header() -> list[str]:
     """The two header lines of the live table: the simulator's side | taza-ingest's side."""
     return [
         f"  {'':<5}  {'── taza-sim ':─<45}   {'── taza-ingest ':─<38}",
-        f"  {'time':>5}  {'simulated (UTC+5)':<16}  {'published':>9}  {'msg/s':>5}  "
+        f"  {'time':>5}  {'simulated (UTC+5)':<17}  {'published':>9}  {'msg/s':>5}  "
         f"{'online':>9} │ {'received':>9}  {'rejected':>8}  {'points':>9}  {'queue':>5}",
     ]
 
@@ -80,7 +80,7 @@ def progress_row(
             )
     online = f"{progress['online']}/{progress['devices']}" if "devices" in progress else "-"
     return (
-        f"  {elapsed:>4.0f}s  {sim_time:<16}  {fmt(_num(progress.get('published'))):>9}  "
+        f"  {elapsed:>4.0f}s  {sim_time:<17}  {fmt(_num(progress.get('published'))):>9}  "
         f"{fmt(_num(progress.get('rate_per_s'))):>5}  {online:>9} │ "
         f"{fmt(metrics.get('taza_messages_received_total', 0)):>9}  "
         f"{fmt(metrics.get('taza_messages_rejected_total', 0)):>8}  "
