@@ -147,7 +147,8 @@ def main(
     Exit status: 0 when verify finds nothing lost, partial or wrongly accepted and
     everything stopped cleanly; 1 otherwise (with the log tail of the part that failed);
     130 on Ctrl-C (with --keep-running, Ctrl-C after the report is the normal end: 0).
-    More: docs/demo.md.
+    Through `make demo` the shell shows make's status: 130 after any Ctrl-C (make ends by
+    the signal too), 2 when the demo failed. More: docs/demo.md.
     """
     if duration is None:
         duration = 10.0 if short else 60.0
