@@ -1,8 +1,9 @@
 """`taza-sim run --progress {human,jsonl,none}`: the progress a program can read (the demo does).
 
-Against the real session broker: jsonl gives one JSON record a second on stderr, with exactly
-the documented fields and types, whose figures add up to the run's summary; human keeps
-today's lines; none prints nothing.
+Against a real broker of each test's own (the devices leave retained state messages, which
+would reach other tests' subscribers on the shared one): jsonl gives one JSON record a second
+on stderr, with exactly the documented fields and types, whose figures add up to the run's
+summary; human keeps today's lines; none prints nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import datetime
 import pytest
 
 from devstack.servers import Mosquitto
+from tests.conftest import ServerFactory
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +37,7 @@ FIELDS = {
 
 
 def run(broker: Mosquitto, progress: str | None, seconds: int) -> tuple[dict[str, object], str]:
-    """(summary, stderr) of a small fleet in a region of its own (the broker is shared)."""
+    """(summary, stderr) of a small fleet run."""
     argv = [*SIM, "run", "--broker", broker.url, "--ecoboxes", "10", "--rvms", "2"]
     argv += ["--regions", "kokshetau", "--speed", "600", "--duration", f"{seconds}s"]
     argv += ["--client-prefix", f"t-progress-{progress}", "--json"]
@@ -47,8 +49,8 @@ def run(broker: Mosquitto, progress: str | None, seconds: int) -> tuple[dict[str
     return summary, done.stderr
 
 
-def test_jsonl_progress_records(mosquitto: Mosquitto) -> None:
-    summary, stderr = run(mosquitto, "jsonl", seconds=4)
+def test_jsonl_progress_records(make_mosquitto: ServerFactory[Mosquitto]) -> None:
+    summary, stderr = run(make_mosquitto(), "jsonl", seconds=4)
     records = [json.loads(line) for line in stderr.splitlines()]
     assert len(records) >= 3, stderr
     for record in records:
@@ -73,8 +75,11 @@ def test_jsonl_progress_records(mosquitto: Mosquitto) -> None:
     assert max(r["online"] for r in records) == 12, "the whole fleet never showed as online"
 
 
-def test_human_progress_is_unchanged_and_none_is_silent(mosquitto: Mosquitto) -> None:
-    _, human = run(mosquitto, None, seconds=2)
+def test_human_progress_is_unchanged_and_none_is_silent(
+    make_mosquitto: ServerFactory[Mosquitto],
+) -> None:
+    broker = make_mosquitto()
+    _, human = run(broker, None, seconds=2)
     line = re.compile(
         r"^\[\s*[\d.]+s\] sim \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+published\s+\d+ \(\s*\d+/s\)\s+"
         r"online\s+\d+/12\s+queued\s+\d+\s+reconnects \d+$"
@@ -82,5 +87,5 @@ def test_human_progress_is_unchanged_and_none_is_silent(mosquitto: Mosquitto) ->
     lines = human.splitlines()
     assert lines, "no progress lines by default"
     assert all(line.match(text) for text in lines), human
-    _, silent = run(mosquitto, "none", seconds=2)
+    _, silent = run(broker, "none", seconds=2)
     assert silent == ""
