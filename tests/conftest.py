@@ -1,5 +1,8 @@
 """Real-server fixtures: mosquitto, influxd 1.x and victoria-metrics on free loopback ports.
 
+The servers and the taza-ingest process are driven by the installed ``devstack`` package
+(devstack.servers, devstack.ingest_process), which bench/ and the demo use too.
+
 Session fixtures (`mosquitto`, `influxd`, `victoria`) start on first use and stop at the end of
 the run; tests that restart, kill or freeze a server take their own from `make_mosquitto`,
 `make_influxd` or `make_victoria`. A missing binary fails the test with the install command;
