@@ -41,12 +41,12 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 format: venv
-	$(BIN)/ruff format ingest devices simulator tests bench
-	$(BIN)/ruff check --fix ingest devices simulator tests bench
+	$(BIN)/ruff format ingest devices simulator devstack tests bench
+	$(BIN)/ruff check --fix ingest devices simulator devstack tests bench
 
 lint: venv
-	$(BIN)/ruff check ingest devices simulator tests bench
-	$(BIN)/ruff format --check ingest devices simulator tests bench
+	$(BIN)/ruff check ingest devices simulator devstack tests bench
+	$(BIN)/ruff format --check ingest devices simulator devstack tests bench
 	$(BIN)/mypy
 
 test: setup lint
@@ -63,7 +63,7 @@ bench: setup
 	$(BIN)/python bench/ingest.py
 
 demo: setup
-	$(BIN)/python -m simulator.demo $(DEMO_ARGS)
+	$(BIN)/python -m devstack.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.ingest_support import IngestProcess, Publisher, fill_messages
-from tests.servers import InfluxDB1, Mosquitto, find_binary, free_port
+from devstack.ingest_process import IngestProcess
+from devstack.publisher import Publisher, fill_messages
+from devstack.servers import InfluxDB1, Mosquitto, find_binary, free_port
 
 
 def proc_stats(pid: int) -> tuple[float, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import random
 import signal
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from simulator.groundtruth import LogWriter, iso_utc
 from simulator.stream import PUBLISH, FaultConfig, Models, Outgoing, StreamStats, fleet_stream
 
 _MAX_SPAN_S = 365 * 86400.0  # an open-ended run generates at most a year ahead
+
+#: ``taza-sim run --progress``: lines for people, one JSON record per line for programs, nothing.
+ProgressFormat = Literal["human", "jsonl", "none"]
 
 
 @dataclass(slots=True)
@@ -49,7 +53,7 @@ class RunConfig:
     drain_timeout_s: float = 15.0
     seq_start: int = 0
     progress: bool = True
-    progress_format: str = "human"  # human | jsonl | none (taza-sim run --progress)
+    progress_format: ProgressFormat = "human"
     progress_stream: TextIO = sys.stderr
 
 
@@ -237,7 +241,12 @@ async def _progress(
     log: LogWriter | None,
     stop: asyncio.Event,
 ) -> None:
-    """Once a second: messages/s, devices online, backlog; and flush the log."""
+    """Once a second: messages/s, devices online, backlog; and flush the log.
+
+    ``jsonl`` is the machine interface (the demo reads it): one object per line,
+    ``{"event": "progress", "elapsed_s", "sim_time", "published", "rate_per_s", "online",
+    "devices", "queued", "reconnects"}``, the same figures as the human line.
+    """
     started = time.time()
     last = 0
     while not stop.is_set():
@@ -245,18 +254,31 @@ async def _progress(
             await asyncio.wait_for(stop.wait(), timeout=1.0)
         if log is not None:
             log.flush()
-        if not cfg.progress:
+        if not cfg.progress or cfg.progress_format == "none":
             continue
         now = time.time()
         published = counters.published
-        backlog = sum(len(d.queue) for d in devices.values())
-        line = (
-            f"[{now - started:6.1f}s] sim {iso_utc(clock.sim_at(now))[:19]}Z  "
-            f"published {published:>8} ({published - last:>6}/s)  "
-            f"online {counters.online:>5}/{len(devices)}  queued {backlog:>6}  "
-            f"reconnects {counters.reconnects}"
-        )
+        record = {
+            "event": "progress",
+            "elapsed_s": round(now - started, 3),
+            "sim_time": iso_utc(clock.sim_at(now))[:19] + "Z",
+            "published": published,
+            "rate_per_s": published - last,
+            "online": counters.online,
+            "devices": len(devices),
+            "queued": sum(len(d.queue) for d in devices.values()),
+            "reconnects": counters.reconnects,
+        }
         last = published
+        if cfg.progress_format == "jsonl":
+            line = json.dumps(record)
+        else:
+            line = (
+                f"[{record['elapsed_s']:6.1f}s] sim {record['sim_time']}  "
+                f"published {published:>8} ({record['rate_per_s']:>6}/s)  "
+                f"online {record['online']:>5}/{record['devices']}  "
+                f"queued {record['queued']:>6}  reconnects {record['reconnects']}"
+            )
         print(line, file=cfg.progress_stream, flush=True)
 
 

@@ -1,5 +1,8 @@
 """Real-server fixtures: mosquitto, influxd 1.x and victoria-metrics on free loopback ports.
 
+The servers and the taza-ingest process are driven by the installed ``devstack`` package
+(devstack.servers, devstack.ingest_process), which bench/ and the demo use too.
+
 Session fixtures (`mosquitto`, `influxd`, `victoria`) start on first use and stop at the end of
 the run; tests that restart, kill or freeze a server take their own from `make_mosquitto`,
 `make_influxd` or `make_victoria`. A missing binary fails the test with the install command;
@@ -17,8 +20,11 @@ from typing import Any, Generic, TypeVar
 
 import pytest
 
-from tests.ingest_support import IngestProcess
-from tests.servers import InfluxDB1, MissingBinary, Mosquitto, Server, VictoriaMetrics, free_port
+from devstack.ingest_process import IngestProcess
+from devstack.servers import InfluxDB1, MissingBinary, Mosquitto, Server, VictoriaMetrics, free_port
+
+#: The checkout the suite runs from (subprocesses that need a working directory use it).
+REPO = Path(__file__).resolve().parents[1]
 
 S = TypeVar("S", bound=Server)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from tests.servers import HOST, free_port
+from devstack.servers import HOST, free_port
 
 WRITE_PATHS = ("/write", "/api/v2/write")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}

@@ -1,6 +1,6 @@
 """`make demo` in its CI size (`--short`): the whole chain runs, reports, and leaves nothing behind.
 
-Each test runs `python -m simulator.demo` as a user would (its own process group, like a shell
+Each test runs `python -m devstack.demo` as a user would (its own process group, like a shell
 job), in a temporary `--var` directory, and checks what a user relies on: exit status, the report
 (nothing lost, the fullest-bins table, the dead-letter summary), that the printed InfluxQL and
 HTTP examples work, that a second run in the same directory needs no clean-up, and that Ctrl-C
@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from simulator.demo import INFLUXQL_EXAMPLES
-from tests.servers import REPO_ROOT, MissingBinary, find_binary
+from devstack.demo.report import INFLUXQL_EXAMPLES
+from devstack.servers import MissingBinary, find_binary
+from tests.conftest import REPO as REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ class Demo:
         command = (
             ["make", "--no-print-directory", "demo", f"DEMO_ARGS={' '.join(demo_args)}"]
             if via_make  # the command people type: its set-up steps must be no-ops here
-            else [sys.executable, "-m", "simulator.demo", *demo_args]
+            else [sys.executable, "-m", "devstack.demo", *demo_args]
         )
         self.proc = subprocess.Popen(
             command,
@@ -212,4 +213,19 @@ def test_ctrl_c_mid_run_stops_everything(tmp_path: Path) -> None:
     assert re.search(
         r"stopped taza-sim \(exit 130\), taza-ingest \(exit 0\), mosquitto, influxd", demo.output
     ), demo.output
+    assert not survivors(var), survivors(var)
+
+
+def test_ctrl_c_through_make_ends_make_by_the_signal(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches make and the demo alike (one foreground process group).
+    The demo stops everything and exits 130; GNU make reports the recipe's status and then
+    ends by the same signal, so the shell sees 130 (128 + SIGINT), as docs/demo.md says."""
+    var = tmp_path / "demo"
+    demo = Demo(var, "--duration", "30s", via_make=True)
+    demo.wait_for("66/66 │", timeout=60)
+    demo.interrupt()
+    code = demo.finish(timeout=60)
+    assert code == -signal.SIGINT, demo.output  # what a shell shows as $? = 130
+    assert re.search(r"make: \*\*\* \[Makefile:\d+: demo\] Error 130", demo.output), demo.output
+    assert "stopped cleanly after" in demo.output
     assert not survivors(var), survivors(var)

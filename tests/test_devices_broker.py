@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from devices import BrokerURL, BrokerURLError, ExitCode
+from devstack.servers import free_port
 from ingest.config import load_settings
 from ingest.errors import ConfigError
 from simulator.cli import main as sim
-from tests.servers import free_port
 
 
 @pytest.mark.parametrize(

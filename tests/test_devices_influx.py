@@ -14,7 +14,7 @@ import pytest
 
 import devices
 from devices import Deposit, DeviceInfo, Fill, Kind, Message, Presence, Registry, Status
-from tests.servers import InfluxDB1
+from devstack.servers import InfluxDB1
 
 pytestmark = pytest.mark.integration
 

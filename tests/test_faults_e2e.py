@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from devstack.ingest_process import IngestProcess, http_get, wait_until
+from devstack.publisher import Publisher, fill_messages
 from tests.conftest import MakeIngest
 from tests.faultproxy import Fault, FaultProxy
-from tests.ingest_support import IngestProcess, Publisher, fill_messages, http_get, wait_until
 from tests.test_ingest_e2e import assert_all_stored, influx_fill_count, wait_stored
 
 pytestmark = pytest.mark.integration
@@ -358,6 +359,6 @@ def test_influxd_config_generated_for_tests_and_demo_has_no_tag_value_limit(
     tmp_path: Path,
 ) -> None:
     """A national fleet has more than influxd's default 100,000 device ids per tag key."""
-    from tests.servers import InfluxDB1
+    from devstack.servers import InfluxDB1
 
     assert "max-values-per-tag = 0" in InfluxDB1(tmp_path).config_text()

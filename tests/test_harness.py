@@ -18,8 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.conftest import ServerFactory
-from tests.servers import (
+from devstack.servers import (
     HTTPStatusError,
     InfluxDB1,
     MissingBinary,
@@ -28,6 +27,7 @@ from tests.servers import (
     ServerError,
     VictoriaMetrics,
 )
+from tests.conftest import ServerFactory
 
 pytestmark = pytest.mark.integration
 

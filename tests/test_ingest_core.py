@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests import ingest_support
+from devstack import ingest_process
+from devstack.ingest_process import IngestProcess, http_get, wait_until
+from devstack.publisher import Publisher, fill_messages
 from tests.conftest import MakeIngest
-from tests.ingest_support import IngestProcess, Publisher, fill_messages, http_get, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def make_faulty(
     monkeypatch: pytest.MonkeyPatch,
 ) -> MakeFaulty:
     """``make_faulty(mode, **env)`` → a not yet started taza-ingest with that fault."""
-    monkeypatch.setattr(ingest_support, "INGEST", [sys.executable, "-m", "tests.faulty_ingest"])
+    monkeypatch.setattr(ingest_process, "INGEST", [sys.executable, "-m", "tests.faulty_ingest"])
 
     def make(mode: str, **env: str) -> IngestProcess:
         return make_ingest(

@@ -18,16 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MakeIngest
-from tests.ingest_support import (
-    INGEST,
-    REPO,
-    Publisher,
-    fill_messages,
-    http_get,
-    wait_until,
-)
-from tests.servers import free_port
+from devstack.ingest_process import INGEST, http_get, wait_until
+from devstack.publisher import Publisher, fill_messages
+from devstack.servers import free_port
+from tests.conftest import REPO, MakeIngest
 
 pytestmark = pytest.mark.integration
 

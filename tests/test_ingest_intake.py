@@ -18,12 +18,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from devices import INTAKE_FILTER, Ignored, Reason, Rejected, parse_topic
+from devstack.ingest_process import wait_until
+from devstack.publisher import Publisher
 from ingest.batch import Incoming
 from ingest.errors import BrokerRefused
 from ingest.metrics import Metrics
 from ingest.mqtt import IntakeOptions, MqttIntake
 from tests.conftest import MakeIngest
-from tests.ingest_support import Publisher, wait_until
 
 OK = MQTTErrorCode.MQTT_ERR_SUCCESS
 

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 import devices
 from devices import ExitCode
+from devstack.servers import free_port
 from simulator.cli import main
 from simulator.fleet import REGIONS, generate, parse_interval, parse_mix
-from tests.servers import free_port
 
 
 def test_ids_counts_and_regions() -> None:

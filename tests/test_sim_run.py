@@ -16,9 +16,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 import devices
+from devstack.servers import Mosquitto
 from simulator.groundtruth import read_log
 from tests.conftest import ServerFactory
-from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 

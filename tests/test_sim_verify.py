@@ -14,12 +14,12 @@ from click.testing import CliRunner
 
 import devices
 from devices import ExitCode, format_topic
+from devstack.servers import InfluxDB1
 from simulator.cli import main
 from simulator.fleet import generate
 from simulator.groundtruth import LogWriter, read_log
 from simulator.stream import PUBLISH, FaultConfig, Outgoing, fleet_stream
 from simulator.verify import Influx, verify
-from tests.servers import InfluxDB1
 
 pytestmark = pytest.mark.integration
 

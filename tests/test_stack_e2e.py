@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MakeIngest
-from tests.ingest_support import REPO, wait_until
+from devstack.ingest_process import wait_until
+from tests.conftest import REPO, MakeIngest
 
 pytestmark = pytest.mark.integration
 

@@ -1,8 +1,9 @@
 """Start, stop, freeze and inspect the real servers taza runs against.
 
-Used by the pytest fixtures (tests/conftest.py) and by plain scripts (bench/, the demo), so it
-imports nothing beyond the standard library. Every server binds 127.0.0.1 on a free port, keeps
-its configuration, data and log in one directory, and is controlled by its PID.
+Used by the pytest fixtures (tests/conftest.py), bench/ and the demo (devstack.demo); it needs
+nothing beyond the standard library except prometheus_client's text parser (devstack.metrics).
+Every server binds 127.0.0.1 on a free port, keeps its configuration, data and log in one
+directory, and is controlled by its PID.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
+from devstack import metrics
+
 __all__ = [
     "INSTALL_HINT",
-    "REPO_ROOT",
+    "SHIPPED_MOSQUITTO_CONF",
     "HTTPStatusError",
     "InfluxDB1",
     "MissingBinary",
@@ -43,7 +46,9 @@ __all__ = [
     "quote_ident",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+#: taza's mosquitto.conf: in a checkout a symlink to the top-level file, in an installed wheel
+#: a copy (package data), so the broker is configured the same way with or without a checkout.
+SHIPPED_MOSQUITTO_CONF = Path(__file__).with_name("mosquitto.conf")
 INSTALL_HINT = (
     "apt-get update && apt-get install -y mosquitto mosquitto-clients influxdb victoria-metrics"
     " (or `make setup`)"
@@ -430,7 +435,7 @@ def _stop_leftovers() -> None:
 
 
 class Mosquitto(Server):
-    """The broker, configured from the repo's top-level mosquitto.conf.
+    """The broker, configured from taza's mosquitto.conf (or ``source_conf``, another file).
 
     Overridden: the listener (our port on 127.0.0.1), persistence_location (data_dir) and the log
     (a file in data_dir). As root, mosquitto drops to the `mosquitto` user, which cannot write a
@@ -443,10 +448,16 @@ class Mosquitto(Server):
     binary = "mosquitto"
     _ERROR = re.compile(r"(^|: )Error")
 
-    def __init__(self, data_dir: Path, port: int | None = None, extra_conf: str = "") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        extra_conf: str = "",
+        source_conf: Path | None = None,
+    ) -> None:
         super().__init__(data_dir, port)
         self.extra_conf = extra_conf
-        self.source_conf = REPO_ROOT / "mosquitto.conf"
+        self.source_conf = SHIPPED_MOSQUITTO_CONF if source_conf is None else Path(source_conf)
 
     @property
     def url(self) -> str:
@@ -470,7 +481,7 @@ class Mosquitto(Server):
             if key == "listener":
                 if listener_seen:
                     raise ServerError(
-                        f"{self.source_conf} has more than one listener; tests/servers.py only "
+                        f"{self.source_conf} has more than one listener; devstack/servers.py only "
                         "knows how to move one onto a test port: extend Mosquitto.config_text()"
                     )
                 listener_seen = True
@@ -763,11 +774,4 @@ class VictoriaMetrics(Server):
         """A value from its own /metrics, e.g. `vm_rows_ignored_total` (summed over all label
         sets) or `vm_rows_ignored_total{reason="small_timestamp"}` (exactly that series)."""
         text = _http_ok("GET", f"{self.url}/metrics").decode()
-        total: float | None = None
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            series, _, value = line.rpartition(" ")
-            if series == name or ("{" not in name and series.split("{", 1)[0] == name):
-                total = (total or 0.0) + float(value)
-        return total
+        return metrics.series(text).get(name) if "{" in name else metrics.totals(text).get(name)
