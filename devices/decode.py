@@ -6,73 +6,60 @@ the channel's other required fields present, ``ts`` and its window, ``seq``, the
 in payload order, unknown fields (strict mode). The size check comes before any parsing, so an
 oversized payload costs nothing.
 
-Two paths give the same outcomes: a compiled fast path for payloads whose fields are all known
-and plainly valid (the common case), and the generic path, which walks the schema and names
-the first broken rule.
+One path, interpreting the declarative schema (:mod:`devices.schema` states every field rule
+once). The depth check is the one step taken out of order, for speed: a payload whose fields
+are all known and valid cannot nest deeper than its channel's schema allows, so the document is
+only measured when a rule broke, an unknown field appeared, or the limit is below that bound;
+a too-deep payload still gets ``too_deep`` rather than the reason of a later rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from functools import lru_cache
 from typing import NamedTuple
 
 import orjson
 
 from devices.construct import fast_constructor
 from devices.errors import Ignored, Reason, Rejected
-from devices.fastpath import FastBuilder, compile_record
 from devices.limits import DEFAULT_LIMITS, Limits
-from devices.message import Channel, Deposit, Fill, Item, Message, Presence, Status, Topic
-from devices.schema import DEPOSIT_ITEMS, ITEM, MAX_ITEMS, SEQ, SPECS, Record, describe
+from devices.message import Channel, Deposit, Fill, Kind, Message, Presence, Status, Topic
+from devices.schema import DEPOSIT_ITEMS, SEQ, SPECS, Record, describe
 from devices.timestamps import check_window, received_ms, ts_to_ms
 from devices.topics import parse_topic
 
 _ONLINE = Presence(online=True)
 _OFFLINE = Presence(online=False)
-_DEPOSIT = Channel.DEPOSIT
+_STATE = Channel.STATE
 _new_message = fast_constructor(Message)
 _BODIES: dict[Channel, type[Fill | Status | Deposit]] = {
     Channel.FILL: Fill,
     Channel.STATUS: Status,
     Channel.DEPOSIT: Deposit,
 }
-FAST_PATH = True
-"""Tests switch the fast path off to check that both paths give identical outcomes."""
-_fast_item = compile_record(ITEM, Item)
-_ITEM_KNOWN = frozenset(ITEM.fields)
 
 
 class _Route(NamedTuple):
-    topic: Topic
+    """What decoding needs per (kind, channel): shared by every topic of that pair."""
+
     spec: Record
-    fast: FastBuilder
-    known: frozenset[str]  # every name the channel's payload may carry
-    depth: int  # the deepest a payload with only known fields can nest
     build: Callable[..., Fill | Status | Deposit]
+    deposit: bool
+    depth: int  # the deepest a payload with only known, valid fields can nest
 
 
-def _compile(spec: Record, channel: Channel) -> tuple[FastBuilder, frozenset[str], int]:
-    body = _BODIES[channel]
-    if channel is _DEPOSIT:
-        return compile_record(spec, body, ("items",)), frozenset(spec.fields) | spec.skip, 3
-    nested = any(name in spec.fields for name in ("faults", "bins"))
-    return compile_record(spec, body), frozenset(spec.fields) | spec.skip, 2 if nested else 1
+def _new_route(spec: Record, channel: Channel) -> _Route:
+    if channel is Channel.DEPOSIT:
+        depth = 3  # the object, items, an item
+    else:
+        depth = 2 if any(name in spec.fields for name in ("faults", "bins")) else 1
+    return _Route(spec, fast_constructor(_BODIES[channel]), channel is Channel.DEPOSIT, depth)
 
 
-_COMPILED = {key: _compile(spec, key[1]) for key, spec in SPECS.items()}
-
-
-@lru_cache(maxsize=65536)
-def _route(topic: str) -> Topic | _Route:
-    """The parsed topic, with its channel's schema and validators unless it is ``state``."""
-    t = parse_topic(topic)
-    if t.channel is Channel.STATE:
-        return t
-    key = (t.kind, t.channel)
-    fast, known, depth = _COMPILED[key]
-    return _Route(t, SPECS[key], fast, known, depth, fast_constructor(_BODIES[key[1]]))
+_ROUTES: dict[Channel, dict[Kind, _Route]] = {}
+for (_kind, _channel), _spec in SPECS.items():
+    _ROUTES.setdefault(_channel, {})[_kind] = _new_route(_spec, _channel)
 
 
 def decode(
@@ -86,7 +73,7 @@ def decode(
     for any topic and payload (a naive ``received_at`` is a caller bug: ``ValueError``).
     """
     now_ms = received_ms(received_at)
-    route = _route(topic)
+    t = parse_topic(topic)
     if type(payload) is not bytes:  # bytearray, memoryview: some clients hand out views
         payload = bytes(payload)
     size = len(payload)
@@ -94,9 +81,9 @@ def decode(
         raise Rejected(
             Reason.TOO_LARGE, f"payload is {size} bytes, limit {limits.max_payload_bytes}"
         )
-    if type(route) is Topic:
-        return _state(route, topic, payload, now_ms)
-    assert type(route) is _Route
+    if t.channel is _STATE:
+        return _state(t, topic, payload, now_ms)
+    route = _ROUTES[t.channel][t.kind]
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError as e:
@@ -104,58 +91,42 @@ def decode(
     if type(doc) is not dict:
         raise Rejected(Reason.NOT_OBJECT, f"payload must be a JSON object, got {describe(doc)}")
 
-    # Fast path: only known fields, all plainly valid and ts, seq, device_id of plain types,
-    # so neither depth nor field order can change the outcome; what remains to check is
-    # identity and time.
-    ts = doc.get("ts")
-    if (
-        FAST_PATH
-        and route.depth <= limits.max_depth
-        and (type(ts) is int or type(ts) is str)
-        and type(doc.get("seq")) is int
-        and type(doc.get("device_id", "")) is str
-        and doc.keys() <= route.known
-    ):
-        if route.topic.channel is _DEPOSIT:
-            items = _fast_items(doc.get("items"))
-            body = None if items is None else route.fast(doc, items)
-        else:
-            body = route.fast(doc)
-        if body is not None:
-            ts_ms, seq = _stamp(doc, route, now_ms, limits)
-            return _new_message(route.topic, ts_ms, seq, body)
-    return _generic(doc, payload, route, now_ms, limits)
-
-
-def _generic(
-    doc: dict[str, object], payload: bytes, route: _Route, now_ms: int, limits: Limits
-) -> Message:
-    max_depth = limits.max_depth
-    # Each container opens with { or [, so fewer brackets than the limit (strings included)
-    # proves the depth without walking the document.
-    if payload.count(b"{") + payload.count(b"[") > max_depth and not _depth_within(doc, max_depth):
-        raise Rejected(Reason.TOO_DEEP, f"payload nests deeper than {max_depth} levels")
-    ts_ms, seq = _stamp(doc, route, now_ms, limits)
     extra: list[str] = []
-    fields = route.spec.validate(doc, "", extra, required=False)
-    if route.topic.channel is _DEPOSIT:
-        fields["items"] = DEPOSIT_ITEMS.check_items(doc["items"], "items", extra)
+    try:
+        ts_ms, seq = _stamp(doc, t, route.spec, now_ms, limits)
+        fields = route.spec.validate(doc, "", extra, required=False)
+        if route.deposit:
+            fields["items"] = DEPOSIT_ITEMS.check_items(doc["items"], "items", extra)
+    except Rejected:
+        _check_depth(doc, payload, limits.max_depth)
+        raise
+    if extra or route.depth > limits.max_depth:
+        _check_depth(doc, payload, limits.max_depth)
     body = route.build(**fields)
     if not extra:
-        return _new_message(route.topic, ts_ms, seq, body)
+        return _new_message(t, ts_ms, seq, body)
     names = tuple(sorted(set(extra)))
     if limits.strict:
         more = f" and {len(names) - 1} more" if len(names) > 1 else ""
         raise Rejected(
             Reason.UNKNOWN_FIELD, f"unknown field {names[0]!r} (strict mode){more}", field=names[0]
         )
-    return _new_message(route.topic, ts_ms, seq, body, names)
+    return _new_message(t, ts_ms, seq, body, names)
 
 
-def _stamp(doc: dict[str, object], route: _Route, now_ms: int, limits: Limits) -> tuple[int, int]:
+def _check_depth(doc: dict[str, object], payload: bytes, max_depth: int) -> None:
+    # Each container opens with { or [, so fewer brackets than the limit (strings included)
+    # proves the depth without walking the document.
+    if payload.count(b"{") + payload.count(b"[") > max_depth and not _depth_within(doc, max_depth):
+        raise Rejected(Reason.TOO_DEEP, f"payload nests deeper than {max_depth} levels")
+
+
+def _stamp(
+    doc: dict[str, object], topic: Topic, spec: Record, now_ms: int, limits: Limits
+) -> tuple[int, int]:
     """Identity, required fields and time: ``device_id``, then ``ts`` (in its window), ``seq``."""
     dev = doc.get("device_id")
-    if dev is not None and dev != route.topic.device_id:
+    if dev is not None and dev != topic.device_id:
         if type(dev) is not str:
             raise Rejected(
                 Reason.WRONG_TYPE,
@@ -164,7 +135,7 @@ def _stamp(doc: dict[str, object], route: _Route, now_ms: int, limits: Limits) -
             )
         raise Rejected(
             Reason.DEVICE_MISMATCH,
-            f"payload device_id {describe(dev)} differs from the topic's {route.topic.device_id!r}",
+            f"payload device_id {describe(dev)} differs from the topic's {topic.device_id!r}",
             field="device_id",
         )
     ts = doc.get("ts")
@@ -172,25 +143,10 @@ def _stamp(doc: dict[str, object], route: _Route, now_ms: int, limits: Limits) -
     if ts is None or seq is None:
         name = "ts" if ts is None else "seq"
         raise Rejected(Reason.MISSING_FIELD, f"required field {name} is missing", field=name)
-    route.spec.require(doc, "")
+    spec.require(doc, "")
     ts_ms = ts_to_ms(ts)
     check_window(ts_ms, now_ms, limits.max_age_ms, limits.max_future_ms)
     return ts_ms, SEQ.check(seq, "seq")
-
-
-def _fast_items(value: object) -> tuple[Item, ...] | None:
-    """The deposit's items when all are plainly valid, else None (the generic path decides)."""
-    if type(value) is not list or not 0 < len(value) <= MAX_ITEMS:
-        return None
-    out = []
-    for entry in value:
-        if type(entry) is not dict or not entry.keys() <= _ITEM_KNOWN:
-            return None
-        item = _fast_item(entry)
-        if item is None:
-            return None
-        out.append(item)
-    return tuple(out)
 
 
 def _state(t: Topic, topic: str, payload: bytes, now_ms: int) -> Message:

@@ -93,16 +93,18 @@ class Number:
 
     def check(self, value: object, name: str) -> float:
         t = type(value)
-        if t is float or t is int:
+        if t is float:
+            if self.lo <= value <= self.hi:  # type: ignore[operator]
+                return value  # type: ignore[return-value]
+        elif t is int:
             if self.lo <= value <= self.hi:  # type: ignore[operator]
                 return float(value)  # type: ignore[arg-type]
+        else:
             raise Rejected(
-                Reason.OUT_OF_RANGE,
-                f"{name} {value!r} is outside {self.lo:g}..{self.hi:g}",
-                field=name,
+                Reason.WRONG_TYPE, f"{name} must be a number, got {describe(value)}", field=name
             )
         raise Rejected(
-            Reason.WRONG_TYPE, f"{name} must be a number, got {describe(value)}", field=name
+            Reason.OUT_OF_RANGE, f"{name} {value!r} is outside {self.lo:g}..{self.hi:g}", field=name
         )
 
 
@@ -256,13 +258,16 @@ class Record:
     fields: Mapping[str, Field]
     required: tuple[str, ...] = ()
     skip: frozenset[str] = frozenset()
-    _checks: dict[str, Callable[[object, str], object]] = field(
+    _checks: dict[str, Callable[[object, str], object] | None] = field(
         init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
-        # Bound methods looked up once: validation runs for every message.
-        object.__setattr__(self, "_checks", {n: f.check for n, f in self.fields.items()})
+        # Bound methods looked up once (validation runs for every message); None marks the
+        # names handled elsewhere.
+        checks: dict[str, Callable[[object, str], object] | None] = dict.fromkeys(self.skip)
+        checks.update((n, f.check) for n, f in self.fields.items())
+        object.__setattr__(self, "_checks", checks)
 
     def require(self, doc: dict[str, object], prefix: str) -> None:
         for name in self.required:
@@ -280,17 +285,23 @@ class Record:
         out: dict[str, object] = {}
         checks = self._checks
         for name, value in doc.items():
-            check = checks.get(name)
+            check = checks.get(name, _unknown)
             if check is None:
-                if name not in self.skip:
-                    if CONTROL_RE.search(name) is not None:
-                        raise Rejected(
-                            Reason.BAD_VALUE, f"field name {name!r} contains control characters"
-                        )
-                    extra.append(prefix + name)
+                continue
+            if check is _unknown:
+                if CONTROL_RE.search(name) is not None:
+                    raise Rejected(
+                        Reason.BAD_VALUE, f"field name {name!r} contains control characters"
+                    )
+                extra.append(prefix + name)
             elif value is not None:
                 out[name] = check(value, name)
         return out
+
+
+def _unknown(value: object, name: str) -> object:
+    """Marks a field name the record does not know (never called)."""
+    raise AssertionError(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +323,8 @@ class Items:
                 Reason.BAD_VALUE, f"{name} has {n} entries, allowed 1..{self.max_items}", field=name
             )
         out = []
+        prefix = f"{name}[]."
+        item = self.item
         for i, entry in enumerate(value):
             if type(entry) is not dict:
                 raise Rejected(
@@ -320,7 +333,7 @@ class Items:
                     field=f"{name}[{i}]",
                 )
             try:
-                v = self.item.validate(entry, f"{name}[].", extra)
+                v = item.validate(entry, prefix, extra)
             except Rejected as e:
                 where = f"{name}[{i}]" + (f".{e.field}" if e.field else "")
                 raise Rejected(e.reason, f"{name}[{i}]: {e.detail}", field=where) from None

@@ -96,10 +96,21 @@ def ts_to_ms(value: object) -> int:
             field="ts",
         )
     if ms < MIN_TS_MS or ms > MAX_TS_MS:
+        hint = _unit_hint(ms) if type(value) is int else ""
         raise Rejected(
-            Reason.BAD_TS, f"ts {ms} ms is outside what the database can store", field="ts"
+            Reason.BAD_TS, f"ts {ms} ms is outside what the database can store{hint}", field="ts"
         )
     return ms
+
+
+def _unit_hint(ts: int) -> str:
+    """Name the unit an out-of-range integer ``ts`` most likely has (today in µs is ≈ 1.8e15,
+    in ns ≈ 1.8e18; no millisecond value the database can store reaches 1e14)."""
+    if 10**14 <= ts < 10**17:
+        return " (epoch microseconds instead of milliseconds?)"
+    if ts >= 10**17:
+        return " (epoch nanoseconds instead of milliseconds?)"
+    return ""
 
 
 def check_window(ts_ms: int, now_ms: int, max_age_ms: int, max_future_ms: int) -> None:

@@ -34,7 +34,7 @@ def parse_topic(topic: str) -> Topic:
     return _parse(topic)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=32768)
 def _parse(topic: str) -> Topic:
     parts = topic.split("/")
     if len(parts) >= 3 and parts[0] == "taza" and parts[1] == "v1" and parts[2] in RESERVED_REGIONS:

@@ -675,6 +675,30 @@ def test_epoch_seconds_by_mistake_get_a_hint() -> None:
     assert "seconds" in e.detail
 
 
+@pytest.mark.parametrize(
+    ("ts", "reason", "unit"),
+    [
+        (NOW_MS * 1000, Reason.BAD_TS, "epoch microseconds"),
+        (NOW_MS * 1000 + 999, Reason.BAD_TS, "epoch microseconds"),
+        (NOW_MS * 1_000_000, Reason.BAD_TS, "epoch nanoseconds"),
+        (2**64 - 1, Reason.BAD_TS, "epoch nanoseconds"),
+    ],
+)
+def test_epoch_micro_and_nanoseconds_by_mistake_name_the_unit(
+    ts: int, reason: Reason, unit: str
+) -> None:
+    e = rejected(FILL, fill(ts=ts))
+    assert (e.reason, e.field) == (reason, "ts")
+    assert f"({unit} instead of milliseconds?)" in e.detail
+
+
+@pytest.mark.parametrize("ts", [99_999_999_999_999, -(10**15), "9999-12-31T23:59:59Z"])
+def test_other_timestamps_beyond_the_database_range_guess_no_unit(ts: object) -> None:
+    e = rejected(FILL, fill(ts=ts))
+    assert e.reason is Reason.BAD_TS
+    assert "instead of" not in e.detail
+
+
 def test_ts_beyond_the_database_range_is_bad_ts_even_with_an_absurd_clock() -> None:
     far = datetime(9999, 1, 1, tzinfo=UTC)
     assert devices.decode(FILL, fill(ts=NOW_MS), NOW).ts_ms == NOW_MS

@@ -85,3 +85,25 @@ def influxql_examples() -> list[str]:
     """The documented queries (run against the real influxd in test_devices_influx.py)."""
     sql = block("### Querying (InfluxQL examples)", "sql")
     return [line for line in sql.splitlines() if line and not line.startswith("--")]
+
+
+INTEGER_TS = re.compile(
+    r"^\| [^|]+ \| `(-?\d+(?:\.\d+)?)` \| (accepted|`(\w+)`) \| ?(?:`([^`]+)`)? ?\|$", re.M
+)
+
+
+def test_integer_ts_table_is_what_decode_does() -> None:
+    table = DOC[DOC.index("**An integer `ts` is epoch milliseconds**") :]
+    table = table[: table.index("\n\n", table.index("| `ts` sent as |"))]
+    rows = INTEGER_TS.findall(table)
+    assert len(rows) == table.count("\n| ") - 1 >= 9  # every row but the header parsed
+    for value, outcome, reason, detail in rows:
+        payload = f'{{"ts": {value}, "seq": 1, "fill_pct": 5}}'.encode()
+        topic = "taza/v1/almaty/ecobox/eb-0042/fill"
+        if outcome == "accepted":
+            assert devices.decode(topic, payload, RECEIVED_AT).ts_ms == int(value)
+            continue
+        with pytest.raises(devices.Rejected) as info:
+            devices.decode(topic, payload, RECEIVED_AT)
+        assert (info.value.reason, info.value.field) == (reason, "ts"), value
+        assert detail in info.value.detail, (value, info.value.detail)

@@ -7,13 +7,14 @@ as well as the escaping of every special character influxd's parser cares about.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
 import devices
 from devices import Deposit, DeviceInfo, Fill, Kind, Message, Presence, Registry, Status
+from devices.timestamps import received_ms
 from devstack.servers import InfluxDB1
 
 pytestmark = pytest.mark.integration
@@ -259,3 +260,79 @@ def test_documented_queries_run_on_the_documented_points(
         influx_db,
     )
     assert {r["material"]: r["sum"] for r in per_material} == {"alu": 4, "pet": 14}
+
+
+def scenario(now_ms: int) -> list[tuple[str, dict[str, object]]]:
+    """A small fleet with the traps the documented queries guard against: a device not heard
+    from for two hours, a fault that has cleared, a deposit older than a week, and item points
+    beside every transaction point."""
+    minute = 60_000
+    rvm = "taza/v1/astana/rvm/rvm-1/deposit"
+    eb1, eb2 = "taza/v1/almaty/ecobox/eb-1/fill", "taza/v1/almaty/ecobox/eb-2/fill"
+    return [
+        (eb1, {"ts": now_ms - 10 * minute, "seq": 1, "fill_pct": 62.5}),
+        (eb1, {"ts": now_ms - 5 * minute, "seq": 2, "fill_pct": 70}),
+        (eb2, {"ts": now_ms - 120 * minute, "seq": 1, "fill_pct": 90}),
+        ("taza/v1/astana/ecobox/eb-3/fill", {"ts": now_ms - 20 * minute, "seq": 1, "fill_pct": 40}),
+        ("taza/v1/almaty/ecobox/eb-1/status", {"ts": now_ms - 30 * minute, "seq": 3,
+                                               "faults": ["lid_open"]}),
+        ("taza/v1/almaty/ecobox/eb-1/status", {"ts": now_ms - 10 * minute, "seq": 4, "faults": []}),
+        ("taza/v1/astana/ecobox/eb-3/status", {"ts": now_ms - 20 * minute, "seq": 2,
+                                               "faults": ["tilted", "lid_open"]}),
+        (rvm, {"ts": now_ms - 60 * minute, "seq": 1, "txn_id": "a", "refund_minor": 320,
+               "items": [{"material": "pet", "count": 12}, {"material": "alu", "count": 4}]}),
+        (rvm, {"ts": now_ms - 50 * minute, "seq": 2, "txn_id": "b", "refund_minor": 40,
+               "items": [{"material": "pet", "count": 2}]}),
+        (rvm, {"ts": now_ms - 8 * 1440 * minute, "seq": 0, "txn_id": "old", "refund_minor": 100,
+               "items": [{"material": "pet", "count": 5}]}),
+    ]  # fmt: skip
+
+
+def _answer(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The rows without their time, and without the empty buckets GROUP BY time() fills in."""
+    out = []
+    for row in rows:
+        values = {k: v for k, v in row.items() if k != "time"}
+        if any(
+            v is not None for k, v in values.items() if k not in ("device_id", "region", "material")
+        ):
+            out.append(values)
+    return sorted(out, key=lambda r: sorted(map(str, r.items())))
+
+
+def test_every_documented_query_gives_the_documented_answer_where_the_naive_one_does_not(
+    influxd: InfluxDB1, influx_db: str
+) -> None:
+    from tests.test_devices_docs import influxql_examples
+
+    fullest, per_material, refunds, faults = queries = influxql_examples()
+    answers: dict[str, list[dict[str, object]]] = {
+        fullest: [
+            {"device_id": "eb-1", "region": "almaty", "last": 70},
+            {"device_id": "eb-3", "region": "astana", "last": 40},
+        ],
+        per_material: [{"material": "alu", "sum": 4}, {"material": "pet", "sum": 14}],
+        refunds: [{"device_id": "rvm-1", "transactions": 3, "refund_minor": 460}],
+        faults: [{"device_id": "eb-3", "faults": "lid_open,tilted"}],
+    }
+    # What each query would answer without the clause that makes it right.
+    naive = {
+        fullest: fullest.replace(" WHERE time > now() - 1h", ""),
+        per_material: per_material.replace(" AND time > now() - 7d", ""),
+        refunds: refunds.replace(" WHERE \"material\" = ''", ""),
+        faults: 'SELECT last("faults") FROM "status" WHERE "fault_count" > 0 '
+        'AND time > now() - 1h GROUP BY "device_id"',
+    }
+    assert all(naive[q] != q for q in queries)
+    received_at = datetime.now(UTC)
+    now_ms = received_ms(received_at)
+    limits = devices.Limits(max_age=timedelta(days=30))
+    lines = [
+        line
+        for topic, doc in scenario(now_ms)
+        for line in devices.encode(devices.decode(topic, orjson.dumps(doc), received_at, limits))
+    ]
+    influxd.write(lines, influx_db)
+    for query in queries:
+        assert _answer(influxd.query(query, influx_db)) == _answer(answers[query]), query
+        assert _answer(influxd.query(naive[query], influx_db)) != _answer(answers[query]), query
