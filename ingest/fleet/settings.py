@@ -46,7 +46,7 @@ class Thresholds:
     offline_factor: float = 3.0
     # plausibility and emptying detection
     spike_rise_pct: float = 25.0
-    max_fill_rate_pct_per_h: float = 100.0
+    max_fill_rate_pct_per_h: float = 200.0
     rate_min_rise_pct: float = 10.0
     fall_tolerance_pct: float = 4.0
     collection_min_drop_pct: float = 7.0

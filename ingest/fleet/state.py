@@ -260,9 +260,8 @@ class DeviceState:
                 self._sensor(ts, ns, out)
                 return
         else:
-            was_stuck = self.stuck_count >= th.stuck_readings
             self.stuck_value, self.stuck_count = r, 1
-            if was_stuck:
+            if "sensor_fault" in self.alerts:
                 self._sensor(ts, ns, out)
 
         held = self.held
