@@ -88,7 +88,9 @@ def test_a_glitch_on_a_bin_near_the_threshold_is_flagged_too() -> None:
 def test_a_real_jump_is_applied_after_one_reading_and_can_fire() -> None:
     b = Bin(Fleet())
     b.fills(ramp(20, 45, 8))
-    b.fills([92.0, 93.0])  # a large bag dumped: the next reading confirms it
+    b.fills([92.0, 93.0])  # a large bag dumped? or two glitches in a row
+    assert transitions(b.events, "full") == []
+    b.fill(93.1)  # a third reading up: real
     assert anomalies(b.events) == []
     assert [t.state for t in transitions(b.events, "full")] == [FIRING]
 
@@ -96,12 +98,14 @@ def test_a_real_jump_is_applied_after_one_reading_and_can_fire() -> None:
 def test_a_jump_no_bin_can_make_is_flagged_and_does_not_fire_by_itself() -> None:
     b = Bin(Fleet(), step_ms=2 * MIN)
     b.fills([30.0, 30.2, 30.1])
-    b.fills([85.0, 85.3])  # +55 points in two minutes, and it stays
+    b.fills([85.0, 85.3])  # +55 points in two minutes
+    assert anomalies(b.events) == []
+    assert transitions(b.events, "full") == []
+    b.fill(85.6)  # ... and it stays: real, but the first reading of it was impossible
     flagged = anomalies(b.events, AnomalyKind.IMPOSSIBLE_RATE)
     assert [a.value for a in flagged] == [85.0]
-    assert transitions(b.events, "full") == [], "85.0 was flagged: 85.3 alone is one reading"
-    b.fill(85.6)
-    assert [t.state for t in transitions(b.events, "full")] == [FIRING]
+    full = transitions(b.events, "full")
+    assert [t.value for t in full] == [85.6], "85.0 was flagged: 85.3 and 85.6 fire"
 
 
 def test_an_emptying_is_a_collection_and_resolves_full() -> None:

@@ -66,6 +66,12 @@ class Bin:
         self.events.extend(got)
         return got
 
+    def fill_topic(self) -> Topic:
+        return topic(self.device, Channel.FILL)
+
+    def fill_body(self, pct: float) -> Fill:
+        return Fill(pct)
+
     def fill(self, pct: float, **kw: float) -> list[Event]:
         return self.send(Channel.FILL, Fill(pct, **kw))
 

@@ -46,6 +46,7 @@ class Thresholds:
     offline_factor: float = 3.0
     # plausibility and emptying detection
     spike_rise_pct: float = 25.0
+    spike_max_readings: int = 2
     max_fill_rate_pct_per_h: float = 200.0
     rate_min_rise_pct: float = 10.0
     fall_tolerance_pct: float = 4.0
@@ -79,7 +80,13 @@ class Thresholds:
             raise FleetConfigError(f"{where}.battery_clear_pct must be above battery_low_pct")
         if self.full_threshold_pct > 100:
             raise FleetConfigError(f"{where}.full_threshold_pct must be at most 100")
-        for name in ("full_consecutive", "clear_reports", "rvm_clear_reports", "stuck_readings"):
+        for name in (
+            "full_consecutive",
+            "clear_reports",
+            "rvm_clear_reports",
+            "stuck_readings",
+            "spike_max_readings",
+        ):
             if getattr(self, name) < 1:
                 raise FleetConfigError(f"{where}.{name} must be at least 1")
         if self.full_soon_clear_factor < 1:

@@ -11,15 +11,20 @@ proves the device alive, a redelivered copy changes nothing at all.
 Fill level, plausibility and emptying (rules in docs/alerts.md):
 
 - A rise of ``spike_rise_pct`` or more, a rise into the ``full`` range of ``rate_min_rise_pct``
-  or more, or a rise faster than ``max_fill_rate_pct_per_h`` is *held* for one reading. If the
-  next reading is back (less than half of the jump remains), the held one was a ``spike``;
-  that anomaly is emitted when the next reading arrives, with the held reading's own time.
-  Otherwise the jump is real and applied, flagged ``impossible_rate`` if too fast.
+  or more, or a rise faster than ``max_fill_rate_pct_per_h`` is *held*. If the next reading is
+  back (less than half of the jump remains), the held one was a ``spike``: that anomaly is
+  emitted when the next reading arrives (one reading late), with the held reading's own time.
+  A reading that stays up is held too, up to ``spike_max_readings`` (2: independent 2 %
+  glitches come in pairs about once per 2,500 readings); the next one that stays up proves the
+  jump real: the held readings are applied then, the first flagged ``impossible_rate`` if the
+  rise was too fast.
 - A fall of at least ``collection_min_drop_pct`` *and* ``collection_min_drop_ratio`` of the
   level is an emptying (a ``Collection``; partial ones too); it is applied at once, without
   look-ahead, because the known glitches read high (an object under the sensor), never low.
 - A smaller fall beyond ``fall_tolerance_pct`` is ``fall_without_collection``: flagged, the
   level is kept; a second reading agreeing with it re-bases the level (compaction, settling).
+- The very first reading of a device waits for the second: a first reading far above it
+  is a ``spike``, not the level an emptying is measured from.
 - The same value ``stuck_readings`` times in a row (not at the clamped ends 0 / 100) is
   ``stuck``: those readings are flagged and ``sensor_fault`` fires.
 
@@ -142,7 +147,7 @@ class DeviceState:
         self.last_seen_ms = -1  # device time of the latest applied message
         self.level: float | None = None
         self.level_ts_ms = 0
-        self.held: tuple[float, int, int] | None = None
+        self.held: tuple[tuple[float, int, int], ...] = ()
         self.fallen: float | None = None
         self.full_run = 0
         self.stuck_value: float | None = None
@@ -266,27 +271,44 @@ class DeviceState:
 
         held = self.held
         level = self.level
-        if held is not None and level is not None:
-            self.held = None
-            hf, hts, hns = held
-            if r - level < (hf - level) / 2:
+        if level is None:  # the first reading ever: nothing to judge it by, so it waits
+            if not held:
+                self.held = ((r, ts, ns),)
+                return
+            self.held = ()
+            hf, hts, hns = held[0]
+            if hf - r >= th.spike_rise_pct:
                 out.append(Anomaly(self.source, AnomalyKind.SPIKE, hf, hts, hns))
+                self._accept(r, ts, ns, out, plausible=True)
+                return
+            self._accept(hf, hts, hns, out, plausible=True)
+            level = hf
+        elif held:
+            low = min(h[0] for h in held)
+            if r - level < (low - level) / 2:
+                self.held = ()
+                for hf, hts, hns in held:
+                    out.append(Anomaly(self.source, AnomalyKind.SPIKE, hf, hts, hns))
+            elif len(held) < th.spike_max_readings:
+                self.held = (*held, (r, ts, ns))
+                return
             else:
+                self.held = ()
+                hf, hts, hns = held[0]
                 too_fast = self._rate(hf - level, hts) > th.max_fill_rate_pct_per_h
                 if too_fast:
                     out.append(Anomaly(self.source, AnomalyKind.IMPOSSIBLE_RATE, hf, hts, hns))
                 self._accept(hf, hts, hns, out, plausible=not too_fast)
-                level = hf
-        if level is None:
-            self._accept(r, ts, ns, out, plausible=True)
-            return
+                for hf, hts, hns in held[1:]:
+                    self._accept(hf, hts, hns, out, plausible=True)
+                level = held[-1][0]
         d = r - level
         if d >= th.rate_min_rise_pct and (
             d >= th.spike_rise_pct
             or r >= th.full_threshold_pct
             or self._rate(d, ts) > th.max_fill_rate_pct_per_h
         ):
-            self.held = (r, ts, ns)
+            self.held = ((r, ts, ns),)
             return
         if d <= -th.fall_tolerance_pct:
             if -d >= max(th.collection_min_drop_pct, th.collection_min_drop_ratio * level):
@@ -335,7 +357,7 @@ class DeviceState:
         self.level, self.level_ts_ms = r, ts
         self.full_run = 0
         self.fallen = None
-        self.held = None
+        self.held = ()
         self.last_collection_ms = ts
         self.forecast = None
         self._reset_history()
@@ -557,7 +579,7 @@ class DeviceState:
             "s": self.last_seen_ms,
             "l": self.level,
             "lt": self.level_ts_ms,
-            "hd": self.held,
+            "hd": [list(h) for h in self.held],
             "f": self.fallen,
             "fr": self.full_run,
             "sv": self.stuck_value,
@@ -588,9 +610,7 @@ class DeviceState:
             st.last_seen_ms = int(d["s"])
             st.level = _opt_float(d["l"])
             st.level_ts_ms = int(d["lt"])
-            if d["hd"] is not None:
-                hf, hts, hns = d["hd"]
-                st.held = (float(hf), int(hts), int(hns))
+            st.held = tuple((float(hf), int(hts), int(hns)) for hf, hts, hns in d["hd"])
             st.fallen = _opt_float(d["f"])
             st.full_run = int(d["fr"])
             st.stuck_value = _opt_float(d["sv"])
