@@ -18,6 +18,7 @@ from ingest.fleet import (
     DeviceState,
     Event,
     Fleet,
+    forecast,
     line,
 )
 from ingest.fleet.completeness import DAY_MS, Completeness, Order
@@ -147,15 +148,17 @@ def test_a_restart_from_the_snapshot_fires_nothing_again_and_loses_no_clear() ->
 
 
 def test_bytes_per_device_in_memory_and_in_the_snapshot() -> None:
-    """States of real bins after two days of readings (full history window, an alert
-    firing), copied to 5,000 devices through the snapshot; goal < 2 KB per device."""
+    """The state of a real bin after two days of readings, its history buffer full, copied
+    to 5,000 devices through the snapshot; goal < 2 KB per device."""
     template = spec("eb-x")
     device = registry_entry(template)
     g = Fleet()
     for m in simulated(template, days=2):
         g.apply(m, device)
     st = g.devices[template.device_id]
-    assert len(st.hist) == 96
+    while len(st.hist) < 2 * forecast.WINDOW:  # the worst case: a full history buffer
+        st._history_add(st.level_ts_ms + len(st.hist), 50.0)
+    assert len(st.hist) == 2 * forecast.WINDOW
     one = st.snapshot()
     n = 5000
     tracemalloc.start()

@@ -1,12 +1,24 @@
 """Fill-rate forecast: a line through the readings since the last collection.
 
-Measured (tests/test_fleet_forecast.py, ``python -m tests.test_fleet_forecast``): simulated
-eco-boxes (taza-sim's model: calibrated fill rates, daily rhythm, 2 % glitch readings), a fit
-on the last readings since the emptying, error of the predicted time of reaching 80 %:
-see ``MEASURED`` below. The Huber fit is kept: it is as good as least squares on clean
-readings and clearly better when a glitch slips through (a plausibility rule needs one reading
-of look-ahead, and a glitch at the very end of the window is still in it). Both cost tens of
-microseconds on 48 points; the fit runs only for bins that can reach the threshold soon.
+Measured (``python -m tests.test_fleet_forecast``): 120 simulated eco-boxes × 30 days
+(taza-sim's model: calibrated fill rates, daily rhythm per site type, hour-to-hour noise, 2 %
+glitch readings, 15-minute reports) fed through the fleet stage; median (p90) error in hours of
+the predicted time of reaching 80 %, over 1,490 / 1,108 fill cycles:
+
+    ================  ================  ================  ===============
+    fit               6 h before        24 h before       µs / 48 points
+    ================  ================  ================  ===============
+    least squares     5.13 (17.78)      8.24 (31.43)      8
+    Huber (IRLS)      5.22 (19.23)      8.39 (32.44)      71
+    ================  ================  ================  ===============
+
+Least squares is kept: once the plausibility rules have taken the glitches out, there is
+nothing left for a robust fit to resist, and it costs 9× more. The error comes from the daily
+rhythm (bins fill in the evening, hardly at night), which no straight line follows; a fit on
+time warped by an hour-of-day profile learnt per site type is the known next step (see
+docs/alerts.md). A 12-hour window instead of the whole time since the emptying was worse
+(7.0 h at 6 h before), hence the decimated history: when the buffer is full every other point
+is dropped, so the fit spans the whole cycle in bounded memory.
 """
 
 from __future__ import annotations
@@ -15,14 +27,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 WINDOW = 48
-"""Readings kept per device for the fit (12 h at a 15-minute report interval)."""
+"""Readings kept per device for the fit (decimated when full: see the module docstring)."""
 
 HUBER_K = 1.345
 _ITERATIONS = 4
-
-MEASURED = """\
-filled in from python -m tests.test_fleet_forecast (see module docstring)
-"""
 
 
 def least_squares(t: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[float, float]:
@@ -60,7 +68,7 @@ def huber(t: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[float, float]
     return a, b
 
 
-FIT = huber
+FIT = least_squares
 """The method in use (see the module docstring for why)."""
 
 

@@ -375,7 +375,11 @@ class DeviceState:
         if not hist:
             self.hist_t0_ms = ts
         elif len(hist) >= 2 * fc.WINDOW:
-            del hist[:2]
+            # Full: keep every other reading, so the fit still spans the whole time since the
+            # emptying (a day's rhythm averages out) in bounded memory; recent ones stay dense.
+            hist = self.hist = array(
+                "f", [v for k in range(0, len(hist), 4) for v in hist[k : k + 2]]
+            )
         hist.append((ts - self.hist_t0_ms) / 1000)
         hist.append(r)
 
