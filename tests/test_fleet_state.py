@@ -209,3 +209,20 @@ def test_unregistered_devices_get_defaults_and_no_silence_judgement() -> None:
     assert st is not None
     assert "full" in st.alerts, "default thresholds apply"
     assert f.tick(T0 + 100 * DAY_MS) == [], "no report interval known: only the Last Will"
+
+
+def test_a_damaged_or_foreign_snapshot_is_refused_with_the_reason() -> None:
+    import pytest
+
+    from ingest.fleet import SnapshotError
+
+    b = Bin(Fleet())
+    b.fills([30.0, 31.0])
+    good = b.fleet.snapshot()
+    assert Fleet.restore(good).snapshot() == good
+    with pytest.raises(SnapshotError, match="version 9"):
+        Fleet.restore(good.replace(b'"v":1', b'"v":9'))
+    with pytest.raises(SnapshotError, match="not JSON"):
+        Fleet.restore(good[:-5])
+    with pytest.raises(SnapshotError, match="eb-1: not a fleet-state snapshot"):
+        Fleet.restore(good.replace(b'"lt":', b'"xx":'))

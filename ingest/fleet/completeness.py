@@ -8,6 +8,7 @@ restart (firmware that cannot keep the counter in flash starts again at 0), not 
 
 from __future__ import annotations
 
+from array import array
 from enum import Enum
 from typing import Any
 
@@ -26,7 +27,7 @@ class Order(Enum):
 
 
 class Completeness:
-    """Counters of one device; ``days`` holds ``[day, received, missing]`` for 8 days."""
+    """Counters of one device; ``days`` holds day, received, missing for 8 days (flat)."""
 
     __slots__ = ("days", "last_seq", "last_ts_ms", "missing", "received", "restarts", "window")
 
@@ -37,7 +38,7 @@ class Completeness:
         self.received = 0
         self.missing = 0
         self.restarts = 0
-        self.days: list[list[int]] = []
+        self.days = array("q")
 
     def classify(self, ts_ms: int, seq: int) -> Order:
         """Count one JSON message and say how the state machine must treat it."""
@@ -76,28 +77,28 @@ class Completeness:
         if missing < 0 and self.missing == 0:
             missing = 0
         self.missing += missing
-        days = self.days
-        for entry in reversed(days):
-            if entry[0] == day:
-                entry[1] += received
-                entry[2] = max(0, entry[2] + missing)
+        days = self.days  # flat: day, received, missing, day, ... (oldest first)
+        for i in range(len(days) - 3, -1, -3):
+            if days[i] == day:
+                days[i + 1] += received
+                days[i + 2] = max(0, days[i + 2] + missing)
                 return
-            if entry[0] < day:
+            if days[i] < day:
                 break
-        if days and day < days[0][0] and len(days) >= DAYS_KEPT:
-            return  # older than what is kept: totals only
-        days.append([day, received, max(0, missing)])
-        days.sort()
-        if len(days) > DAYS_KEPT:
-            del days[0]
+        if days and day < days[0]:
+            return  # a late message of a day before the first kept: totals only
+        days.extend((day, received, max(0, missing)))
+        if len(days) > 3 * DAYS_KEPT:
+            del days[:3]
 
     def per_day(self) -> list[tuple[int, int, int]]:
         """``(day start epoch ms, received, expected)`` for the kept days, oldest first."""
-        return [(d * DAY_MS, r, r + m) for d, r, m in self.days]
+        d = self.days
+        return [(d[i] * DAY_MS, d[i + 1], d[i + 1] + d[i + 2]) for i in range(0, len(d), 3)]
 
     def snapshot(self) -> list[object]:
         return [self.last_seq, self.last_ts_ms, self.window, self.received, self.missing,
-                self.restarts, self.days]  # fmt: skip
+                self.restarts, self.days.tolist()]  # fmt: skip
 
     @classmethod
     def restore(cls, data: Any) -> Completeness:
@@ -105,5 +106,5 @@ class Completeness:
         seq, ts, window, received, missing, restarts, days = data
         c.last_seq, c.last_ts_ms, c.window = int(seq), int(ts), int(window)
         c.received, c.missing, c.restarts = int(received), int(missing), int(restarts)
-        c.days = [[int(x) for x in d] for d in days]
+        c.days = array("q", [int(x) for x in days])
         return c

@@ -33,6 +33,8 @@ A flagged reading never fires or clears an alert by itself.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from array import array
 from collections.abc import Iterator
 from typing import Any
@@ -589,7 +591,7 @@ class DeviceState:
             "sv": self.stuck_value,
             "sc": self.stuck_count,
             "ht": self.hist_t0_ms,
-            "hi": self.hist.tolist(),
+            "hi": base64.b64encode(self.hist.tobytes()).decode("ascii"),
             "c": self.last_collection_ms,
             "b": [self.battery_pct, self.battery_v, self.temperature_c, self.tilt_deg],
             "fa": list(self.faults),
@@ -620,7 +622,7 @@ class DeviceState:
             st.stuck_value = _opt_float(d["sv"])
             st.stuck_count = int(d["sc"])
             st.hist_t0_ms = int(d["ht"])
-            st.hist = array("f", [float(x) for x in d["hi"]])
+            st.hist = array("f", base64.b64decode(d["hi"], validate=True))
             st.last_collection_ms = None if d["c"] is None else int(d["c"])
             st.battery_pct, st.battery_v, st.temperature_c, st.tilt_deg = (
                 _opt_float(x) for x in d["b"]
@@ -633,7 +635,7 @@ class DeviceState:
                     int(since), int(since_ns), float(value), _opt_float(threshold), Cause(cause),
                     int(ok),
                 )  # fmt: skip
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
             raise SnapshotError(f"device {device_id}: not a fleet-state snapshot ({exc})") from None
         return st
 
