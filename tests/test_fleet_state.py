@@ -48,10 +48,20 @@ def test_simulated_bins_collections_found_glitches_flagged_no_false_full() -> No
     for i in range(20):
         s = spec(f"eb-{i}")
         levels, emptyings = true_levels(s, days=10)
-        events = run(Fleet(), list(simulated(s, days=10)), {s.device_id: registry_entry(s)})
+        msgs = list(simulated(s, days=10))
+        events = run(Fleet(), msgs, {s.device_id: registry_entry(s)})
         expected += emptyings
         found += sum(1 for e in events if type(e) is Collection)
-        spikes += sum(1 for e in events if type(e) is Anomaly and e.anomaly is AnomalyKind.SPIKE)
+        flagged = {e.ts_ms for e in events if type(e) is Anomaly and e.anomaly is AnomalyKind.SPIKE}
+        spikes += len(flagged)
+        glitches = {
+            m.ts_ms
+            for m in msgs
+            if type(m.body) is Fill
+            and m.body.fill_pct - levels[m.ts_ms] > 20
+            and levels[m.ts_ms] < 60
+        }
+        assert glitches <= flagged, f"{s.device_id}: glitches not flagged {glitches - flagged}"
         for t in transitions(events, "full", AlertState.FIRING):
             assert levels[t.ts_ms] >= 75.0, f"{s.device_id}: full at true level {levels[t.ts_ms]}"
         fired = transitions(events, "full", AlertState.FIRING)
