@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from devices.lineprotocol import timestamp_ns
 from devices.message import Deposit, Fill, Message, Presence, Status
@@ -132,6 +133,7 @@ class DeviceState:
         "level",
         "level_ts_ms",
         "mode",
+        "profile",
         "seq",
         "source",
         "stuck_count",
@@ -156,6 +158,7 @@ class DeviceState:
         self.stuck_count = 0
         self.hist = array("f")
         self.hist_t0_ms = 0
+        self.profile = array("f", bytes(4 * 24))  # fill rate %/h per UTC hour, learnt
         self.last_collection_ms: int | None = None
         self.forecast: Forecast | None = None
         self.battery_pct: float | None = None
@@ -376,14 +379,21 @@ class DeviceState:
         hist = self.hist
         if not hist:
             self.hist_t0_ms = ts
-        elif len(hist) >= 2 * fc.WINDOW:
-            # Full: keep every other reading, so the fit still spans the whole time since the
-            # emptying (a day's rhythm averages out) in bounded memory; recent ones stay dense.
-            hist = self.hist = array(
-                "f", [v for k in range(0, len(hist), 4) for v in hist[k : k + 2]]
-            )
+        else:
+            prev_ms = self.hist_t0_ms + int(hist[-2] * 1000)
+            hours = (ts - prev_ms) / 3_600_000
+            if 0 < hours <= 2:
+                fc.learn(self._profile(), prev_ms, (r - hist[-1]) / hours)
+            if len(hist) >= 2 * fc.WINDOW:
+                # Full: keep every other reading, so the fit still spans the whole time since
+                # the emptying in bounded memory; recent ones stay dense.
+                kept = [v for k in range(0, len(hist), 4) for v in hist[k : k + 2]]
+                hist = self.hist = array("f", kept)
         hist.append((ts - self.hist_t0_ms) / 1000)
         hist.append(r)
+
+    def _profile(self) -> NDArray[np.float32]:
+        return np.frombuffer(self.profile, dtype=np.float32)
 
     def _forecast(self, now_ms: int) -> Forecast | None:
         th = self.th
@@ -394,7 +404,9 @@ class DeviceState:
         t, y = xy[0::2], xy[1::2]
         if t[-1] - t[0] < th.forecast_min_span_s:
             return None
-        rate, at = fc.crossing_ms(t, y, self.hist_t0_ms, now_ms, th.full_threshold_pct)
+        rate, at = fc.crossing_ms(
+            t, y, self.hist_t0_ms, now_ms, th.full_threshold_pct, self._profile()
+        )
         return Forecast(round(rate, 3), at, th.full_threshold_pct, n)
 
     def _full_soon(self, r: float, ts: int, ns: int, out: list[Event]) -> None:
@@ -593,6 +605,7 @@ class DeviceState:
             "ht": self.hist_t0_ms,
             "hi": base64.b64encode(self.hist.tobytes()).decode("ascii"),
             "c": self.last_collection_ms,
+            "p": base64.b64encode(self.profile.tobytes()).decode("ascii"),
             "b": [self.battery_pct, self.battery_v, self.temperature_c, self.tilt_deg],
             "fa": list(self.faults),
             "m": self.mode,
@@ -624,6 +637,9 @@ class DeviceState:
             st.hist_t0_ms = int(d["ht"])
             st.hist = array("f", base64.b64decode(d["hi"], validate=True))
             st.last_collection_ms = None if d["c"] is None else int(d["c"])
+            st.profile = array("f", base64.b64decode(d["p"], validate=True))
+            if len(st.profile) != 24:
+                raise ValueError("the fill profile has 24 hours")
             st.battery_pct, st.battery_v, st.temperature_c, st.tilt_deg = (
                 _opt_float(x) for x in d["b"]
             )
@@ -635,6 +651,8 @@ class DeviceState:
                     int(since), int(since_ns), float(value), _opt_float(threshold), Cause(cause),
                     int(ok),
                 )  # fmt: skip
+            if "full_soon" in st.alerts:
+                st.forecast = st.forecast_now()
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
             raise SnapshotError(f"device {device_id}: not a fleet-state snapshot ({exc})") from None
         return st
