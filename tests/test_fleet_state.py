@@ -8,8 +8,12 @@ from __future__ import annotations
 import time
 import tracemalloc
 from collections import Counter
+from collections.abc import Mapping
+
+import pytest
 
 from devices.message import Fill, Message
+from devices.registry import DeviceInfo
 from ingest.fleet import (
     AlertState,
     Anomaly,
@@ -18,6 +22,7 @@ from ingest.fleet import (
     DeviceState,
     Event,
     Fleet,
+    SnapshotError,
     forecast,
     line,
 )
@@ -35,10 +40,10 @@ from tests.test_fleet_support import (
 )
 
 
-def run(fleet: Fleet, messages: list[Message], registry: dict[str, object]) -> list[Event]:
+def run(fleet: Fleet, messages: list[Message], registry: Mapping[str, DeviceInfo]) -> list[Event]:
     out: list[Event] = []
     for m in messages:
-        out.extend(fleet.apply(m, registry.get(m.topic.device_id)))  # type: ignore[arg-type]
+        out.extend(fleet.apply(m, registry.get(m.topic.device_id)))
     return out
 
 
@@ -222,10 +227,6 @@ def test_unregistered_devices_get_defaults_and_no_silence_judgement() -> None:
 
 
 def test_a_damaged_or_foreign_snapshot_is_refused_with_the_reason() -> None:
-    import pytest
-
-    from ingest.fleet import SnapshotError
-
     b = Bin(Fleet())
     b.fills([30.0, 31.0])
     good = b.fleet.snapshot()

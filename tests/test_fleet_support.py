@@ -103,7 +103,9 @@ def transitions(
     ]
 
 
-def spec(device_id: str, kind: str = "ecobox", interval: int = 900, site: str = "residential"):  # type: ignore[no-untyped-def]
+def spec(
+    device_id: str, kind: str = "ecobox", interval: int = 900, site: str = "residential"
+) -> DeviceSpec:
     return DeviceSpec(device_id, kind, "almaty", 43.25, 76.9, 240.0 if kind == "ecobox" else 150.0,
                       "plastic" if kind == "ecobox" else "", site, interval)  # fmt: skip
 
