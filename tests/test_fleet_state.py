@@ -16,8 +16,10 @@ from devices.message import Fill, Message
 from devices.registry import DeviceInfo
 from ingest.fleet import (
     AlertState,
+    AlertTransition,
     Anomaly,
     AnomalyKind,
+    Cause,
     Collection,
     DeviceState,
     Event,
@@ -32,6 +34,7 @@ from tests.test_fleet_support import (
     MIN,
     T0,
     Bin,
+    deliveries,
     registry_entry,
     simulated,
     spec,
@@ -237,3 +240,29 @@ def test_a_damaged_or_foreign_snapshot_is_refused_with_the_reason() -> None:
         Fleet.restore(good[:-5])
     with pytest.raises(SnapshotError, match="eb-1: not a fleet-state snapshot"):
         Fleet.restore(good.replace(b'"lt":', b'"xx":'))
+
+
+def test_outages_raise_offline_on_the_wall_clock_and_the_backlog_keeps_the_history() -> None:
+    """Outages (10 % of the time, store-and-forward): while the device is away `offline` fires
+    on the wall clock; its backlog clears it and, computed in device time, gives the same
+    collections, anomalies and other alerts as if every reading had arrived live."""
+    s = spec("eb-3")  # three outages of 5-11 h in these six days
+    reg = {s.device_id: registry_entry(s)}
+    live = run(Fleet(), list(simulated(s, days=6)), reg)
+    outages = FaultConfig(offline_rate=0.1, offline_median_s=6 * 3600)
+    f = Fleet()
+    got: list[Event] = []
+    next_tick = T0
+    arrivals = list(deliveries(s, days=6, faults=outages))
+    assert max(m.ts_ms for _, m in arrivals) == max(m.ts_ms for m in simulated(s, days=6))
+    for at, m in arrivals:
+        while next_tick < at:
+            got += f.tick(next_tick)
+            next_tick += 60_000
+        got += f.apply(m, reg[s.device_id], now_ms=at)
+    offline = transitions(got, "offline")
+    assert [t.state for t in offline] == [AlertState.FIRING, AlertState.RESOLVED] * 3
+    assert all(t.cause is Cause.BACK_ONLINE for t in offline[1::2])
+    others = [e for e in got if not (type(e) is AlertTransition and e.alert == "offline")]
+    assert transitions(live), "the stream must contain alerts to compare"
+    assert [line(e) for e in others] == [line(e) for e in live]

@@ -115,10 +115,11 @@ def registry_entry(s: DeviceSpec) -> DeviceInfo:
                       s.fraction or None, s.site or None, s.report_interval_s)  # fmt: skip
 
 
-def simulated(
+def deliveries(
     s: DeviceSpec, *, days: float, seed: int = 7, faults: FaultConfig | None = None
-) -> Iterator[Message]:
-    """The device's stored messages (decoded by the contract), in publish order."""
+) -> Iterator[tuple[int, Message]]:
+    """(wall-clock ms the message reaches taza, the stored message), in publish order: the
+    device's messages decoded by the contract (deliberately malformed ones are refused there)."""
     start = T0 / 1000
     stats = StreamStats()
     for out in device_stream(
@@ -128,7 +129,15 @@ def simulated(
         if out.action != PUBLISH or out.expect == "reject":
             continue
         received = datetime.fromtimestamp(out.sim_t, UTC) + timedelta(seconds=1)
-        yield decode(out.topic, out.payload, received, LIMITS)
+        yield int(received.timestamp() * 1000), decode(out.topic, out.payload, received, LIMITS)
+
+
+def simulated(
+    s: DeviceSpec, *, days: float, seed: int = 7, faults: FaultConfig | None = None
+) -> Iterator[Message]:
+    """The device's stored messages, in publish order."""
+    for _, m in deliveries(s, days=days, seed=seed, faults=faults):
+        yield m
 
 
 def true_levels(s: DeviceSpec, *, days: float, seed: int = 7) -> tuple[dict[int, float], int]:
