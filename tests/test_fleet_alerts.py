@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import pytest
 
 from devices.message import Channel, Status
+from devices.registry import DeviceInfo
 from ingest.fleet import (
     AlertState,
     Anomaly,
@@ -352,3 +355,28 @@ def test_since_is_the_episode_start_and_ids_are_stable() -> None:
     assert now.value == 88.0, "the firing view carries the latest value"
     assert fired.episode == f"eb-1/full/{fired.since_ms}"
     assert fired.since_ms > T0
+
+
+def test_fault_codes_alone_fire_fire_and_sensor_fault() -> None:
+    b = Bin(Fleet())
+    b.fill(30.0, temperature_c=20.0)
+    b.status(faults=("fire", "sensor_error"), temperature_c=22.0)
+    fired = {(t.alert, t.cause) for t in transitions(b.events, state=FIRING)}
+    assert fired == {("fire", Cause.FAULT), ("sensor_fault", Cause.FAULT)}
+    b.status(faults=(), temperature_c=21.0)
+    b.status(faults=(), temperature_c=21.0)
+    assert {t.alert for t in transitions(b.events, state=RESOLVED)} == {"fire", "sensor_fault"}
+
+
+def test_the_fleet_file_column_full_threshold_pct_overrides_per_device() -> None:
+    """Once the registry carries the optional column, the stage uses it as it is."""
+
+    @dataclass(frozen=True, slots=True)
+    class WithThreshold(DeviceInfo):
+        full_threshold_pct: float | None = None
+
+    base = info()
+    own = WithThreshold(*(getattr(base, f.name) for f in fields(DeviceInfo)), 65.0)
+    b = Bin(Fleet(), own)
+    b.fills([*ramp(40, 64, 8), 66.0, 67.0])
+    assert [t.threshold for t in transitions(b.events, "full")] == [65.0]
