@@ -1,0 +1,110 @@
+"""Per-device completeness from ``seq``: messages received vs expected, per UTC day.
+
+The device counts every JSON message (+1, wrapping at 2³²). A forward jump of ``n`` means
+``n - 1`` messages never arrived; a jump *backwards* of more than half the counter range is a
+restart (firmware that cannot keep the counter in flash starts again at 0), not 2³¹ missing. A
+64-bit window of the latest seqs tells a redelivered copy from a late message filling a gap.
+"""
+
+from __future__ import annotations
+
+from array import array
+from enum import Enum
+from typing import Any
+
+SEQ_MOD = 2**32
+_HALF = SEQ_MOD // 2
+WINDOW_BITS = 64
+_MASK = (1 << WINDOW_BITS) - 1
+DAY_MS = 86_400_000
+DAYS_KEPT = 8
+
+
+class Order(Enum):
+    NEW = "new"  # newer than anything applied: drives the state machine
+    LATE = "late"  # older (store-and-forward, out of order): counted, not applied
+    DUPLICATE = "duplicate"  # a redelivered copy: changes nothing
+
+
+class Completeness:
+    """Counters of one device; ``days`` holds day, received, missing for 8 days (flat)."""
+
+    __slots__ = ("days", "last_seq", "last_ts_ms", "missing", "received", "restarts", "window")
+
+    def __init__(self) -> None:
+        self.last_seq = -1
+        self.last_ts_ms = -(2**62)
+        self.window = 0
+        self.received = 0
+        self.missing = 0
+        self.restarts = 0
+        self.days = array("q")
+
+    def classify(self, ts_ms: int, seq: int) -> Order:
+        """Count one JSON message and say how the state machine must treat it."""
+        last = self.last_seq
+        if last < 0:
+            self.last_seq, self.last_ts_ms, self.window = seq, ts_ms, 1
+            self._count(ts_ms, 1, 0)
+            return Order.NEW
+        back = (last - seq) % SEQ_MOD
+        if ts_ms < self.last_ts_ms or (ts_ms == self.last_ts_ms and 0 <= back < WINDOW_BITS):
+            if back == 0:
+                return Order.DUPLICATE
+            if back < WINDOW_BITS:
+                bit = 1 << back
+                if self.window & bit:
+                    return Order.DUPLICATE
+                self.window |= bit
+                self._count(ts_ms, 1, -1)
+            else:
+                self._count(ts_ms, 1, 0)
+            return Order.LATE
+        forward = (seq - last) % SEQ_MOD
+        if 0 < forward < _HALF:
+            self.window = ((self.window << forward) | 1) & _MASK
+            self._count(ts_ms, 1, forward - 1)
+        else:  # backwards (or the same seq with a newer ts): the device restarted
+            self.restarts += 1
+            self.window = 1
+            self._count(ts_ms, 1, 0)
+        self.last_seq, self.last_ts_ms = seq, ts_ms
+        return Order.NEW
+
+    def _count(self, ts_ms: int, received: int, missing: int) -> None:
+        day = ts_ms // DAY_MS
+        self.received += received
+        if missing < 0 and self.missing == 0:
+            missing = 0
+        self.missing += missing
+        days = self.days  # flat: day, received, missing, day, ... (oldest first)
+        for i in range(len(days) - 3, -1, -3):
+            if days[i] == day:
+                days[i + 1] += received
+                days[i + 2] = max(0, days[i + 2] + missing)
+                return
+            if days[i] < day:
+                break
+        if days and day < days[0]:
+            return  # a late message of a day before the first kept: totals only
+        days.extend((day, received, max(0, missing)))
+        if len(days) > 3 * DAYS_KEPT:
+            del days[:3]
+
+    def per_day(self) -> list[tuple[int, int, int]]:
+        """``(day start epoch ms, received, expected)`` for the kept days, oldest first."""
+        d = self.days
+        return [(d[i] * DAY_MS, d[i + 1], d[i + 1] + d[i + 2]) for i in range(0, len(d), 3)]
+
+    def snapshot(self) -> list[object]:
+        return [self.last_seq, self.last_ts_ms, self.window, self.received, self.missing,
+                self.restarts, self.days.tolist()]  # fmt: skip
+
+    @classmethod
+    def restore(cls, data: Any) -> Completeness:
+        c = cls()
+        seq, ts, window, received, missing, restarts, days = data
+        c.last_seq, c.last_ts_ms, c.window = int(seq), int(ts), int(window)
+        c.received, c.missing, c.restarts = int(received), int(missing), int(restarts)
+        c.days = array("q", [int(x) for x in days])
+        return c

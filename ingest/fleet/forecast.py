@@ -1,0 +1,183 @@
+"""Fill-rate forecast: a line through the readings since the last collection, on warped time.
+
+Bins fill in the evening and hardly at night; no straight line in clock time follows that. Each
+device learns its own hour-of-day profile (24 UTC hours, fill rate %/h, an exponential average of
+the rates between consecutive plausible readings) and the line is fitted on time warped by it
+(an hour counts as much as the bin usually fills in it), then the crossing of the threshold is
+found by walking the warped clock forward.
+
+Measured (``python -m tests.test_fleet_forecast``): 120 simulated eco-boxes × 30 days
+(taza-sim's model: calibrated fill rates, daily rhythm per site type, hour-to-hour noise, 2 %
+glitch readings, 15-minute reports) fed through the fleet stage; median (p90) error in hours of
+the predicted time of reaching 80 %, over 1,490 / 1,108 fill cycles:
+
+    ==============================  ===============  ===============  ==============
+    fit                             6 h before       24 h before      µs / 48 points
+    ==============================  ===============  ===============  ==============
+    least squares, warped time      1.66 (9.74)      4.59 (16.98)     5
+    Huber (IRLS), warped time       1.64 (9.94)      4.55 (17.06)     56
+    least squares, clock time       5.13 (17.78)     8.24 (31.43)
+    Huber, clock time               5.22 (19.23)     8.39 (32.44)
+    ==============================  ===============  ===============  ==============
+
+Least squares is kept: once the plausibility rules have taken the glitches out there is little
+left for a robust fit to resist — the two differ by about 1 %, less than between seeds — and it
+costs a tenth. The warping is what pays (3× smaller error 6 h ahead). A 12-hour window instead of
+the whole time since the emptying was worse (7.0 h in clock time), hence the decimated history:
+when the buffer is full every other point is dropped, so the fit spans the whole cycle in
+bounded memory while recent readings stay dense.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+WINDOW = 48
+"""Readings kept per device for the fit (decimated when full: see the module docstring)."""
+
+HUBER_K = 1.345
+_ITERATIONS = 4
+
+
+def least_squares(t: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[float, float]:
+    """(intercept, slope) of the ordinary least-squares line."""
+    n = len(t)
+    tm = float(t.sum()) / n
+    ym = float(y.sum()) / n
+    dt = t - tm
+    var = float(dt @ dt)
+    if var <= 0.0:
+        return ym, 0.0
+    slope = float(dt @ (y - ym)) / var
+    return ym - slope * tm, slope
+
+
+def huber(t: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[float, float]:
+    """(intercept, slope) by iteratively reweighted least squares with Huber weights."""
+    a, b = least_squares(t, y)
+    half = len(t) // 2  # the upper median of the residuals: scale only, exactness not needed
+    for _ in range(_ITERATIONS):
+        r = np.abs(y - (a + b * t))
+        scale = 1.4826 * float(np.partition(r, half)[half])
+        if scale <= 1e-9:
+            break
+        w = np.minimum(1.0, HUBER_K * scale / np.maximum(r, 1e-12))
+        sw = float(w.sum())
+        tm = float(w @ t) / sw
+        ym = float(w @ y) / sw
+        dt = t - tm
+        var = float((w * dt) @ dt)
+        if var <= 0.0:
+            break
+        b = float((w * dt) @ (y - ym)) / var
+        a = ym - b * tm
+    return a, b
+
+
+FIT = least_squares
+"""The method in use (see the module docstring for why)."""
+
+
+PROFILE_ALPHA = 0.03
+"""Weight of one reading pair in a device's hour-of-day fill profile (about 1.5 days' memory
+per hour slot at 15-minute reports)."""
+PROFILE_FLOOR = 0.02
+"""Least relative weight of an hour (keeps warped time strictly increasing)."""
+WARP = True
+"""Fit on time warped by the device's hour-of-day profile (see the module docstring)."""
+_HORIZON_H = 14 * 24
+_HOUR_STEPS = 3600.0 * np.arange(_HORIZON_H, dtype=np.float64)
+
+
+def learn(profile: NDArray[np.float32], t_ms: int, rate_pct_per_h: float) -> None:
+    """Fold one observed fill rate (between two plausible readings, starting at ``t_ms``)
+    into the device's profile of 24 UTC hours (in place). 0 marks an hour not seen yet; it
+    starts from the mean of the hours seen (the first one from the rate itself)."""
+    h = (t_ms // 3_600_000) % 24
+    if profile[h] == 0.0:
+        seen = profile[profile != 0.0]
+        profile[h] = float(seen.mean()) if len(seen) else max(rate_pct_per_h, 0.01)
+    profile[h] += PROFILE_ALPHA * (rate_pct_per_h - profile[h])
+    if profile[h] == 0.0:
+        profile[h] = 1e-6
+
+
+def _weights(
+    profile: NDArray[np.float32] | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Relative weight of each UTC hour (mean 1; unseen hours get the mean) and its
+    cumulative sum."""
+    w = _FLAT
+    if profile is not None and WARP:
+        p = profile.astype(np.float64)
+        seen = np.count_nonzero(p)
+        if seen:
+            mean_seen = float(p.sum()) / seen
+            p = np.where(p == 0.0, mean_seen, np.maximum(p, 0.0))
+            mean = float(p.sum()) / 24.0
+            if mean > 1e-9:
+                w = np.maximum(p / mean, PROFILE_FLOOR)
+                w /= float(w.sum()) / 24.0
+    return w, np.concatenate((_ZERO, np.cumsum(w)))
+
+
+_FLAT = np.ones(24)
+_ZERO = np.zeros(1)
+
+
+def _tau(
+    x_s: NDArray[np.float64], w: NDArray[np.float64], c: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Warped time in "average hours" at epoch seconds ``x_s``."""
+    day = np.floor(x_s / 86400.0)
+    sod = x_s - day * 86400.0
+    h = np.minimum((sod // 3600.0).astype(np.int64), 23)
+    out: NDArray[np.float64] = day * c[24] + c[h] + w[h] * (sod - h * 3600.0) / 3600.0
+    return out
+
+
+def crossing_ms(
+    t_s: NDArray[np.float64],
+    y: NDArray[np.float64],
+    t0_ms: int,
+    now_ms: int,
+    threshold: float,
+    profile: NDArray[np.float32] | None = None,
+) -> tuple[float, int | None]:
+    """(mean rate %/h, time the fitted line reaches ``threshold``, not before ``now_ms``).
+
+    ``t_s`` are seconds after ``t0_ms``; ``profile`` the device's hour-of-day rates (warped
+    time), or ``None`` for plain time. The time is ``None`` when the bin is not filling or
+    would take more than two weeks.
+    """
+    w, c = _weights(profile)
+    base = t0_ms / 1000.0
+    now_s = now_ms / 1000.0
+    n = len(t_s)
+    first = (now_s // 3600.0 + 1) * 3600.0
+    # One pass: the readings, the origin, now, and the next two weeks' hour boundaries.
+    x = np.empty(n + 2 + _HORIZON_H)
+    x[:n] = t_s
+    x[:n] += base
+    x[n] = base
+    x[n + 1] = now_s
+    x[n + 2 :] = first + _HOUR_STEPS
+    taus = _tau(x, w, c)
+    origin = float(taus[n])
+    a, b = FIT(taus[:n] - origin, y)
+    if b <= 1e-6:
+        return b, None
+    target = (threshold - a) / b + origin
+    tau_now = float(taus[n + 1])
+    if tau_now >= target:
+        return b, now_ms
+    bounds = x[n + 2 :]
+    taus = taus[n + 2 :]
+    k = int(np.searchsorted(taus, target))
+    if k >= _HORIZON_H:
+        return b, None
+    x0, t0 = (now_s, tau_now) if k == 0 else (float(bounds[k - 1]), float(taus[k - 1]))
+    hour = int((x0 % 86400.0) // 3600.0)
+    at_s = x0 + (target - t0) / w[hour] * 3600.0
+    return b, max(now_ms, int(at_s * 1000))
