@@ -28,6 +28,14 @@ CHANNELS: dict[Kind, frozenset[Channel]] = {
 }
 
 
+def format_topic(region: str, kind: str, device_id: str, channel: str) -> str:
+    """The topic a device publishes ``channel`` on: the inverse of :func:`parse_topic`.
+
+    Not validated here (the simulator builds wrong topics on purpose); ``parse_topic`` judges.
+    """
+    return f"taza/v1/{region}/{kind}/{device_id}/{channel}"
+
+
 @dataclass(frozen=True, slots=True)
 class Topic:
     region: str
@@ -36,7 +44,7 @@ class Topic:
     channel: Channel
 
     def __str__(self) -> str:
-        return f"taza/v1/{self.region}/{self.kind}/{self.device_id}/{self.channel}"
+        return format_topic(self.region, self.kind, self.device_id, self.channel)
 
 
 @dataclass(frozen=True, slots=True)

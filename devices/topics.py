@@ -11,7 +11,9 @@ import re
 from functools import lru_cache
 
 from devices.errors import Ignored, Reason, Rejected
-from devices.message import CHANNELS, Channel, Kind, Topic
+from devices.message import CHANNELS, Channel, Kind, Topic, format_topic
+
+__all__ = ["INTAKE_FILTER", "PREFIX", "RESERVED_REGIONS", "format_topic", "parse_topic"]
 
 PREFIX = "taza/v1/"
 INTAKE_FILTER = "taza/v1/#"
@@ -74,11 +76,3 @@ def _parse(topic: str) -> Topic:
 def _show(s: str, limit: int = 80) -> str:
     """repr() escapes control characters, so details are safe to log; long input is cut."""
     return repr(s) if len(s) <= limit else repr(s[:limit]) + "…"
-
-
-def format_topic(region: str, kind: str, device_id: str, channel: str) -> str:
-    """The topic a device publishes ``channel`` on: the inverse of :func:`parse_topic`.
-
-    Not validated here (the simulator builds wrong topics on purpose); ``parse_topic`` judges.
-    """
-    return f"{PREFIX}{region}/{kind}/{device_id}/{channel}"

@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from devices import format_topic
 from devstack.ingest_process import wait_until
 
 __all__ = ["Publisher", "fill_messages", "fill_payload"]
@@ -43,7 +44,7 @@ def fill_messages(
             pct = round((seq * 7 + d * 13) % 1000 / 10, 1)
             out.append(
                 (
-                    f"taza/v1/{region}/ecobox/{device_id}/fill",
+                    format_topic(region, "ecobox", device_id, "fill"),
                     fill_payload(seq, ts, pct),
                     (device_id, ts, pct),
                 )
