@@ -46,10 +46,6 @@ class PlanPool:
         self._inflight: dict[tuple[str, Hashable], asyncio.Task[Plan]] = {}
         self._closed = False
 
-    async def start(self) -> None:
-        """Start the worker processes now rather than on the first request."""
-        await asyncio.get_running_loop().run_in_executor(self._pool(), _warm)
-
     async def solve(self, req: PlanRequest, *, fresh: bool = False) -> Plan:
         """The plan for ``req``; the region's cached plan if the same question was answered
         less than ``cache_ttl_s`` ago (unless ``fresh``). Raises :class:`PlanUnavailable`."""
@@ -68,7 +64,20 @@ class PlanPool:
             task = asyncio.create_task(self._solve_region(req, key), name=f"plan-{req.region}")
             self._inflight[slot] = task
             task.add_done_callback(lambda t: self._done(slot, t))
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and self.closed and not (me and me.cancelling()):
+                raise PlanUnavailable("shutting_down", "the planner stopped") from None
+            raise
+
+    async def start(self) -> None:
+        """Start the worker processes now (and import OR-Tools there) rather than on the
+        first request."""
+        loop = asyncio.get_running_loop()
+        pool = self._pool()
+        await asyncio.gather(*(loop.run_in_executor(pool, _warm) for _ in range(self._workers)))
 
     async def aclose(self) -> None:
         """Refuse new solves, cancel waiting ones, let a running one end (bounded by its
@@ -81,6 +90,10 @@ class PlanPool:
         if self._executor is not None:
             ex, self._executor = self._executor, None
             await asyncio.to_thread(ex.shutdown, wait=True, cancel_futures=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def cached(self, region: str) -> Plan | None:
         """The region's last plan if still fresh, whatever was asked."""
