@@ -15,7 +15,8 @@ from datetime import time as dtime
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devices.registry import Kind
 from ingest.plan import (
@@ -309,6 +310,7 @@ def test_select_due_by_level_and_forecast() -> None:
         Reading("later", 0, 0, 60.0, 240.0, forecast_full_at=later),
         Reading("unknown", 0, 0, 79.9, 240.0),
         Reading("overflow", 0, 0, 130.0, 120.0),
+        Reading("nan", 0, 0, math.nan, 240.0, forecast_full_at=soon),
     ]
     due = select_due(levels, NOW, horizon_h=6, threshold_pct=80)
     by = {b.device_id: b for b in due}
@@ -320,6 +322,7 @@ def test_select_due_by_level_and_forecast() -> None:
     assert by["overflow"].load_l == pytest.approx(120)  # never more than the volume
     assert by["naive"].capacity_l == 240
     assert by["naive"].forecast_full_at == soon
+    assert "nan" not in by
     assert "later" not in by
     assert "unknown" not in by
     assert len(select_due(levels, NOW, horizon_h=8)) == 6
@@ -356,3 +359,35 @@ def test_settings_parse_depots_and_refuse_nonsense() -> None:
     with pytest.raises(PlanUnavailable) as e:
         PlanSettings().request("shymkent", [], NOW)
     assert e.value.reason == "unknown_region"
+
+
+def test_settings_nest_as_taza_plan_env_vars(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipe ingest/config.py uses: ``plan: PlanSettings`` read from ``TAZA_PLAN_*``."""
+
+    class Outer(BaseSettings):
+        model_config = SettingsConfigDict(
+            env_prefix="TAZA_", env_nested_delimiter="_", env_nested_max_split=1
+        )
+        mqtt_url: str = "mqtt://127.0.0.1:1883"
+        plan: PlanSettings = Field(default_factory=PlanSettings)
+
+    monkeypatch.setenv("TAZA_MQTT_URL", "mqtt://127.0.0.1:1884")
+    monkeypatch.setenv("TAZA_PLAN_TRUCKS", "5")
+    monkeypatch.setenv("TAZA_PLAN_TRUCK_CAPACITY_L", "9000")
+    monkeypatch.setenv("TAZA_PLAN_SHIFT_START", "07:30")
+    monkeypatch.setenv("TAZA_PLAN_DEPOTS", '{"almaty": "43.1,76.8"}')
+    s = Outer()
+    assert s.mqtt_url.endswith(":1884")
+    assert (s.plan.trucks, s.plan.truck_capacity_l) == (5, 9000)
+    assert s.plan.shift_start == dtime(7, 30)
+    assert s.plan.depots == {"almaty": Depot(lat=43.1, lon=76.8)}
+
+
+def test_a_bin_that_would_fit_is_reported_as_the_solvers_limit() -> None:
+    from ingest.plan.solve import _unassigned
+
+    req = make_request(3, trucks=1)
+    inst = Instance.of(req)
+    u = _unassigned(req, inst, [[1]], 2)
+    assert u.device_id == req.bins[1].device_id
+    assert u.reason == "solver_limit"

@@ -6,6 +6,7 @@ environment. Defaults marked *assumption* have no public source; set them to you
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import Protocol
@@ -161,6 +162,8 @@ def select_due(
     out: list[Bin] = []
     for lv in levels:
         due: Due
+        if not math.isfinite(lv.fill_pct):
+            continue  # no level known: the fill-levels view shows it, a plan cannot weigh it
         if lv.fill_pct >= threshold_pct:
             due = "now"
         elif lv.forecast_full_at is not None and _aware(lv.forecast_full_at) <= limit:
