@@ -17,7 +17,7 @@ from ingest.fleet import (
     lines,
     plan_mqtt,
 )
-from tests.servers import InfluxDB1
+from devstack.servers import InfluxDB1
 from tests.test_fleet_support import (
     MIN,
     T0,
