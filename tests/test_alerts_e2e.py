@@ -201,13 +201,17 @@ def test_a_filling_bin_warns_full_soon_then_fires_full_once_and_late_subscribers
     crew.wait("/eb-1/full", ["firing"])
     soon = crew.on("/eb-1/full_soon")
     assert [m.doc["state"] for m in soon if m.payload][:1] == ["firing"]
-    assert soon[0].retain and soon[0].doc["forecast"]["full_at"] is not None
+    assert soon[0].retain
+    assert soon[0].doc["forecast"]["full_at"] is not None
     full = crew.on("/eb-1/full")[0]
     assert full.retain
     assert soon[0].doc["since"] < full.doc["since"], "full_soon must come before full"
-    assert full.doc["value"] >= 80 and full.doc["threshold"] == 80.0
-    assert full.doc["region"] == "almaty" and full.doc["fraction"] == "plastic"
-    assert full.doc["lat"] == 43.25 and full.doc["severity"] == "major"
+    assert full.doc["value"] >= 80
+    assert full.doc["threshold"] == 80.0
+    assert full.doc["region"] == "almaty"
+    assert full.doc["fraction"] == "plastic"
+    assert full.doc["lat"] == 43.25
+    assert full.doc["severity"] == "major"
     # full_soon gives way when full fires: resolved (cause full), then the retained topic cleared.
     crew.wait("/eb-1/full_soon", ["firing", "resolved", ""])
     assert crew.on("/eb-1/full_soon")[1].doc["cause"] == "full"
@@ -245,9 +249,11 @@ def test_an_emptying_is_a_collection_and_resolves_full(
     eb.fills(t, MIN, [4.0, 4.5])
     crew.wait("/eb-2/full", ["firing", "resolved", ""])
     resolved, cleared = crew.on("/eb-2/full")[1:]
-    assert not resolved.retain and resolved.doc["cause"] == "collected"
+    assert not resolved.retain
+    assert resolved.doc["cause"] == "collected"
     assert resolved.doc["resolved_at"] > resolved.doc["since"]
-    assert cleared.retain and cleared.payload == b""
+    assert cleared.retain
+    assert cleared.payload == b""
     rows = wait_history(influxd, influx_db, "collection", 1)
     assert len(rows) == 1
     c = rows[0]
@@ -257,7 +263,8 @@ def test_an_emptying_is_a_collection_and_resolves_full(
         "glass",
         "park",
     )
-    assert c["fill_before_pct"] == 84.0 and c["fill_after_pct"] == 4.0
+    assert c["fill_before_pct"] == 84.0
+    assert c["fill_after_pct"] == 4.0
     assert c["time"] // 1_000_000 == t, "the collection is placed on the reading that showed it"
     alerts = wait_history(influxd, influx_db, "alert", 2, "\"alert\" = 'full'")
     assert [(r["state"], r["cause"]) for r in alerts] == [
@@ -311,7 +318,8 @@ def test_a_silent_device_goes_offline_and_comes_back(
     crew.wait("/eb-quiet/offline", ["firing"], timeout=20)
     assert time.monotonic() - began >= 5.0, "offline before 3 × report_interval_s of silence"
     doc = crew.on("/eb-quiet/offline")[0].doc
-    assert doc["cause"] == "silent" and doc["threshold"] == 6.0
+    assert doc["cause"] == "silent"
+    assert doc["threshold"] == 6.0
     quiet.send(now_ms(), fill_pct=20.5)
     crew.wait("/eb-quiet/offline", ["firing", "resolved", ""], timeout=10)
     assert crew.on("/eb-quiet/offline")[1].doc["cause"] == "back_online"
@@ -412,7 +420,8 @@ def test_a_restart_keeps_alert_state_even_after_kill_9(
     )
     assert events(ingest, "fleet_alerts_synced")[-1]["republished"] == 0
     restored = events(ingest, "fleet_restored")[-1]
-    assert restored["from_snapshot"] and restored["journal_messages"] == 3
+    assert restored["from_snapshot"]
+    assert restored["journal_messages"] == 3
     assert restored["firing"] == 2
 
     eb1.fills(t + 10 * MIN, MIN, [3.0])
@@ -459,6 +468,40 @@ def test_a_drained_6_hour_backlog_notifies_only_what_is_current(
     crew.wait("/eb-1/full", ["firing"])
     time.sleep(1)
     live = crew.on("/eb-1/full")
-    assert len(live) == 1 and live[0].doc["episode"] == rows[2]["episode"]
+    assert len(live) == 1
+    assert live[0].doc["episode"] == rows[2]["episode"]
     assert len(history(influxd, influx_db, "collection")) == 1
     assert set(retained_now(mosquitto)) == {"taza/v1/alerts/almaty/eb-1/full"}
+
+
+def test_alerts_go_out_while_the_database_is_down_and_their_history_follows(
+    mosquitto: Any,
+    make_influxd: Any,
+    make_ingest: MakeIngest,
+    tmp_path: Path,
+    crew: Crew,
+    pub: Publisher,
+) -> None:
+    """History lines wait in data_dir/fleet-spool (durable) and reach the database when it
+    is back; crews are not kept waiting for the database."""
+    influxd = make_influxd()
+    influxd.create_database("taza")
+    ingest = start_ingest(make_ingest, mosquitto, influxd, "taza", tmp_path)
+    influxd.stop()
+    eb = Device(pub, "taza/v1/almaty/ecobox/eb-1/fill")
+    t = eb.fills(now_ms() - 20 * MIN, MIN, [70.0, 78.0, 81.0, 84.0])
+    eb.fills(t, MIN, [2.0])
+    crew.wait("/eb-1/full", ["firing", "resolved", ""], timeout=30)
+    wait_until(
+        lambda: ingest.metrics().get("taza_fleet_history_lines_spooled_total", 0) >= 3,
+        20,
+        "history spooled",
+    )
+    assert list((ingest.data_dir / "fleet-spool").glob("*.spool"))
+    influxd.start()
+    rows = wait_history(influxd, "taza", "alert", 2, timeout=40)
+    assert [r["state"] for r in rows] == ["firing", "resolved"]
+    assert len(wait_history(influxd, "taza", "collection", 1)) == 1
+    wait_until(
+        lambda: not list((ingest.data_dir / "fleet-spool").glob("*.spool")), 20, "fleet spool empty"
+    )
