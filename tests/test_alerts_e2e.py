@@ -8,6 +8,7 @@ reads the ``alert`` / ``collection`` / ``anomaly`` history back from InfluxDB.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -16,16 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from devices.broker import BrokerURL
+from devices.message import Fill, Message
 from devstack.ingest_process import IngestProcess, wait_until
 from devstack.publisher import Publisher
+from ingest.batch import Accepted
+from ingest.fleet import Fleet
+from ingest.fleet.persist import Journal
 from ingest.fleet.retained import read_retained
 from tests.conftest import MakeIngest
+from tests.test_fleet_support import Bin, simulated, spec
 
 pytestmark = pytest.mark.integration
 
@@ -505,3 +512,80 @@ def test_alerts_go_out_while_the_database_is_down_and_their_history_follows(
     wait_until(
         lambda: not list((ingest.data_dir / "fleet-spool").glob("*.spool")), 20, "fleet spool empty"
     )
+
+
+def _quiet_bin() -> tuple[dict[str, Any], list[Message]]:
+    """One eco-box's snapshot entry after two days of simulated history, and its next message."""
+    device = spec("eb-sim")
+    fleet = Fleet()
+    msgs = list(simulated(device, days=2))
+    for m in msgs[:-1]:
+        fleet.apply(m, device)
+    return orjson.loads(fleet.snapshot())["d"]["eb-sim"], msgs[-1:]
+
+
+def _full_bin() -> tuple[dict[str, Any], list[Message]]:
+    """A bin filled to 88 % (``full`` firing), and its next reading."""
+    b = Bin(Fleet(), spec("eb-sim"))
+    b.fills([40.0 + 3 * i for i in range(17)])
+    following = Message(b.fill_topic(), b.t + b.step_ms, b.seq, Fill(89.0))
+    return orjson.loads(b.fleet.snapshot())["d"]["eb-sim"], [following]
+
+
+def test_start_up_with_10k_devices_history(
+    mosquitto: Any, influxd: Any, influx_db: str, make_ingest: MakeIngest, tmp_path: Path
+) -> None:
+    """10k devices in the snapshot (a tenth with ``full`` firing) and a journal of 10k
+    messages since it: taza-ingest is ready within seconds, and a crew app that connects
+    then sees exactly the 1,000 firing alerts (published again: this broker never had them)."""
+    n = 10_000
+    quiet, quiet_next = _quiet_bin()
+    full, full_next = _full_bin()
+    assert "full" in full["a"]
+    assert "full" not in quiet["a"]
+    heard = now_ms()
+    ids = [f"eb-{i:05d}" for i in range(n)]
+    states = {}
+    for i, device_id in enumerate(ids):
+        entry = dict(full if i % 10 == 0 else quiet)
+        entry["h"] = heard  # heard just now on the wall clock: not offline
+        states[device_id] = entry
+    ingest_dir = tmp_path / "ingest0"
+    (ingest_dir / "fleet").mkdir(parents=True)
+    (ingest_dir / "fleet" / "snapshot.json").write_bytes(orjson.dumps({"v": 1, "d": states}))
+    journal = Journal(ingest_dir / "fleet" / "journal")
+    for start in range(0, n, 1000):
+        batch = []
+        for i, device_id in enumerate(ids[start : start + 1000], start):
+            m = (full_next if i % 10 == 0 else quiet_next)[0]
+            topic = dataclasses.replace(m.topic, device_id=device_id)
+            batch.append(Accepted(dataclasses.replace(m, topic=topic), None))
+        journal.append(heard, batch)
+    journal.close()
+    rows = "".join(f"{d},ecobox,almaty,43.25,76.9,240,plastic,residential,900\n" for d in ids)
+    fleet_file = tmp_path / "fleet.csv"
+    fleet_file.write_text(FLEET.splitlines()[0] + "\n" + rows)
+
+    ingest = make_ingest(
+        mosquitto.url, influxd.url, TAZA_INFLUX_DB=influx_db, TAZA_REGISTRY=str(fleet_file)
+    )
+    assert ingest.data_dir == ingest_dir
+    began = time.monotonic()
+    ingest.start(timeout=60)
+    ready_s = time.monotonic() - began
+    restored = events(ingest, "fleet_restored")[0]
+    print(
+        f"\nstart-up with {n} devices' state + {n} journal messages: restore "
+        f"{restored['seconds']} s (snapshot {restored['snapshot_seconds']} s), "
+        f"process start → /readyz {ready_s:.2f} s"
+    )
+    assert restored["devices"] == n
+    assert restored["journal_messages"] == n
+    assert restored["firing"] == n // 10
+    assert restored["seconds"] < 10
+    wait_until(lambda: events(ingest, "fleet_alerts_synced"), 30, "retained alerts synced")
+    synced = events(ingest, "fleet_alerts_synced")[0]
+    assert synced["republished"] == n // 10
+    wait_until(lambda: len(retained_now(mosquitto)) >= n // 10, 30, "1000 retained alerts")
+    late = retained_now(mosquitto)
+    assert {t.split("/")[4] for t in late} == set(ids[::10])

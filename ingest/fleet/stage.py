@@ -174,6 +174,7 @@ class FleetStage:
                     kept_as=str(kept),
                     action="starting from the journal only: alerts may fire again",
                 )
+        snapshot_s = time.monotonic() - started
         journal = self.directory / JOURNAL
         events: list[Event] = []
         records = messages = 0
@@ -195,6 +196,7 @@ class FleetStage:
             journal_messages=messages,
             firing=sum(1 for _ in self.fleet.firing()),
             seconds=round(self.restore_seconds, 3),
+            snapshot_seconds=round(snapshot_s, 3),
         )
 
     def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
