@@ -35,7 +35,7 @@ from ingest.fleet.retained import read_retained
 from tests.conftest import MakeIngest
 from tests.test_fleet_support import Bin, simulated, spec
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 MIN = 60_000
 FLEET = """device_id,kind,region,lat,lon,capacity_l,fraction,site,report_interval_s
