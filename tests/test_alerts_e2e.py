@@ -103,11 +103,12 @@ class Crew:
 _regions = itertools.count()
 
 
-@pytest.fixture
-def region(mosquitto: Any) -> Iterator[str]:
+@pytest.fixture(autouse=True)
+def _own_region(mosquitto: Any) -> Iterator[str]:
     """A region of the test's own: the session broker keeps retained alerts across tests.
-    Afterwards its retained alerts are cleared, so that no later test's taza-ingest finds
-    (and clears) them."""
+    Autouse, so it is set up first and torn down last — after the test's taza-ingest has
+    stopped — and then clears the region's retained alerts, so that no later test's
+    taza-ingest finds (and clears) them."""
     name = f"t{next(_regions)}-{time.time_ns() % 10**6}"
     yield name
     left = retained_now(mosquitto, name)
@@ -117,6 +118,11 @@ def region(mosquitto: Any) -> Iterator[str]:
             cleaner.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
         cleaner.close()
         assert retained_now(mosquitto, name) == {}, "retained alerts left behind"
+
+
+@pytest.fixture
+def region(_own_region: str) -> str:
+    return _own_region
 
 
 @pytest.fixture
