@@ -94,7 +94,9 @@ def test_fill_levels_fullest_first_with_exactly_the_documented_fields(api: TestC
     assert items[0]["fill_pct"] == 92.5
     eb1 = items[1]
     assert eb1["fill_pct"] == 57.5
-    assert eb1["fraction"] == "plastic" and eb1["capacity_l"] == 1100.0 and eb1["site"] == "park"
+    assert eb1["fraction"] == "plastic"
+    assert eb1["capacity_l"] == 1100.0
+    assert eb1["site"] == "park"
     assert eb1["fill_rate_pct_per_h"] == pytest.approx(10.0, rel=0.15)  # 2.5 % per 15 min
     full_at = datetime.fromisoformat(eb1["forecast_full_at"])
     last = datetime.fromisoformat(eb1["last_seen"])
@@ -139,9 +141,12 @@ def test_bad_parameters_are_422_naming_the_parameter(
 def test_devices_lists_registry_and_state(api: TestClient) -> None:
     items = {d["device_id"]: d for d in api.get("/api/v1/devices").json()["items"]}
     assert sorted(items) == sorted(REGISTRY)
-    assert items["eb-2"]["fill_pct"] == 92.5 and items["eb-2"]["online"] is True
-    assert items["eb-quiet"]["online"] is None and items["eb-quiet"]["last_seen"] is None
-    assert items["rvm-1"]["kind"] == "rvm" and items["rvm-1"]["fill_pct"] is None
+    assert items["eb-2"]["fill_pct"] == 92.5
+    assert items["eb-2"]["online"] is True
+    assert items["eb-quiet"]["online"] is None
+    assert items["eb-quiet"]["last_seen"] is None
+    assert items["rvm-1"]["kind"] == "rvm"
+    assert items["rvm-1"]["fill_pct"] is None
     astana = api.get("/api/v1/devices", params={"region": "astana"}).json()["items"]
     assert {d["device_id"] for d in astana} == {"eb-3", "eb-quiet"}
 
@@ -187,7 +192,8 @@ def test_history_with_the_database_down_is_503(fleet: Fleet) -> None:
 
 def test_time_range_must_be_ordered_and_rfc3339(fleet: Fleet) -> None:
     with client(fleet, history_unsupported="x") as c:
-        r = c.get("/api/v1/collections", params={"from": "2026-05-02T00:00:00Z", "to": "2026-05-01T00:00:00Z"})  # fmt: skip
+        backwards = {"from": "2026-05-02T00:00:00Z", "to": "2026-05-01T00:00:00Z"}
+        r = c.get("/api/v1/collections", params=backwards)
         assert (r.status_code, r.json()["param"]) == (422, "from")
         r = c.get("/api/v1/collections", params={"from": "2026-05-02T00:00:00"})  # no offset
         assert (r.status_code, r.json()["param"]) == (422, "from")
@@ -206,7 +212,8 @@ def test_ops_endpoints_unchanged(api: TestClient) -> None:
     assert api.get("/readyz").json() == {"ready": True, "subscribed": True}
     assert api.get("/healthz").json() == {"healthy": True, "stages": {}}
     m = api.get("/metrics")
-    assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
+    assert m.status_code == 200
+    assert m.headers["content-type"].startswith("text/plain")
 
 
 def test_openapi_documents_every_endpoint(api: TestClient) -> None:
@@ -242,7 +249,8 @@ def test_swagger_page_loads_nothing_from_outside(api: TestClient) -> None:
 def test_fleet_page_is_served_or_a_placeholder(fleet: Fleet, tmp_path: Path) -> None:
     with client(fleet, web_dir=tmp_path / "absent") as c:
         r = c.get("/")
-        assert r.status_code == 200 and "/api/v1/docs" in r.text
+        assert r.status_code == 200
+        assert "/api/v1/docs" in r.text
     (tmp_path / "index.html").write_text("<!doctype html><title>fleet</title>")
     (tmp_path / "app.js").write_text("console.log(1)")
     with client(fleet, web_dir=tmp_path) as c:
