@@ -42,6 +42,8 @@ SIM = [sys.executable, "-m", "simulator.cli"]
 CRAFTED = "eb-crafted"
 CRAFTED_LEVELS = [40.0 + 5 * i for i in range(12)] + [96.0, 97.0, 4.0, 6.0, 8.0]
 # rises to 95 (full after consecutive readings ≥ 80), then emptied to 4 %: one collection
+FULL = "eb-full"
+FULL_LEVELS = [84.0, 86.0, 88.0, 90.0]  # due now in any collection plan
 
 
 @dataclass
@@ -75,10 +77,12 @@ def _sim(*args: str) -> subprocess.CompletedProcess[str]:
 def _crafted(now: datetime) -> list[tuple[str, bytes, datetime]]:
     t0 = now - timedelta(hours=5)
     out = []
-    for seq, pct in enumerate(CRAFTED_LEVELS):
-        ts = t0 + timedelta(minutes=15 * seq)
-        body = {"ts": int(ts.timestamp() * 1000), "seq": seq, "fill_pct": pct}
-        out.append((f"taza/v1/almaty/ecobox/{CRAFTED}/fill", json.dumps(body).encode(), ts))
+    for device_id, levels in ((CRAFTED, CRAFTED_LEVELS), (FULL, FULL_LEVELS)):
+        for seq, pct in enumerate(levels):
+            ts = t0 + timedelta(minutes=15 * seq)
+            body = {"ts": int(ts.timestamp() * 1000), "seq": seq, "fill_pct": pct}
+            topic = f"taza/v1/almaty/ecobox/{device_id}/fill"
+            out.append((topic, json.dumps(body).encode(), ts))
     return out
 
 
@@ -92,7 +96,9 @@ def stack(
          "--seed", "11", "--out", str(fleet_file))  # fmt: skip
     registry_file = tmp / "registry.csv"  # the simulated fleet and the hand-made bin
     registry_file.write_text(
-        fleet_file.read_text() + f"{CRAFTED},ecobox,almaty,43.25,76.91,1100,plastic,park,900\n"
+        fleet_file.read_text()
+        + f"{CRAFTED},ecobox,almaty,43.25,76.91,1100,plastic,park,900\n"
+        + f"{FULL},ecobox,almaty,43.26,76.92,240,mixed,park,900\n"
     )
     registry = Registry.load(registry_file)
     db = "api_e2e"
@@ -105,6 +111,7 @@ def stack(
             "TAZA_INFLUX_URL": influxd.url,
             "TAZA_INFLUX_DB": db,
             "TAZA_REGISTRY": str(registry_file),
+            "TAZA_PLAN_TIME_LIMIT_S": "1",  # bounded: schemathesis asks for many plans
         },
         free_port(),
     ).start()
@@ -139,7 +146,7 @@ def stack(
         events: list[Any] = []
         for topic, payload, ts in crafted:
             msg = decode(topic, payload, ts + timedelta(seconds=1))
-            events += replay.apply(msg, registry.get(CRAFTED))
+            events += replay.apply(msg, registry.get(msg.topic.device_id))
         for e in published:
             if e["fault"] or not e["acked"]:
                 continue
@@ -322,6 +329,35 @@ def test_cli_gives_the_api_answers(stack: Stack) -> None:
     listed = runner.invoke(taza, ["fill-levels", "--url", stack.ingest.url], env={"COLUMNS": "160"})
     row = next(line for line in listed.output.splitlines() if CRAFTED in line)
     assert f"{CRAFTED_LEVELS[-1]:.1f}" in row
+
+
+def test_collection_plan_routes_the_due_bins(stack: Stack) -> None:
+    levels = {i["device_id"]: i for i in stack.get("/fill-levels", region="almaty")["items"]}
+    plan = stack.get("/collection-plan", region="almaty", horizon="2h")
+    stops = [s["device_id"] for r in plan["routes"] for s in r["stops"]]
+    left = [u["device_id"] for u in plan["unassigned"]]
+    assert FULL in stops
+    assert CRAFTED not in stops + left, "an emptied bin is not due"
+    limit = datetime.now(UTC) + timedelta(hours=2, minutes=1)
+    for device_id in stops + left:
+        lv = levels[device_id]
+        due_at = lv["forecast_full_at"]
+        assert lv["fill_pct"] >= 80 or (due_at and datetime.fromisoformat(due_at) <= limit)
+    due_now = {d for d, lv in levels.items() if lv["fill_pct"] >= 80}
+    assert due_now <= set(stops + left)
+    assert plan["bins_due"] == len(stops) + len(left)
+    geo = stack.get("/collection-plan", region="almaty", horizon="2h", format="geojson")
+    lines = [f for f in geo["features"] if f["geometry"]["type"] == "LineString"]
+    assert len(lines) == len(plan["routes"])
+    r = httpx.get(stack.api + "/collection-plan", params={"region": "nowhere"}, trust_env=False)
+    assert (r.status_code, r.json()["reason"]) == (404, "unknown_region")
+    cli = CliRunner().invoke(
+        taza, ["plan", "--region", "almaty", "--horizon", "2h", "--json", "--url", stack.ingest.url]
+    )
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.output) == stack.get("/collection-plan", region="almaty", horizon="2h")
+    text = CliRunner().invoke(taza, ["plan", "--region", "almaty", "--url", stack.ingest.url])
+    assert FULL in text.output
 
 
 def test_cli_errors_have_exit_codes(stack: Stack) -> None:
