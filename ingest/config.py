@@ -116,7 +116,9 @@ class Settings(BaseSettings):
         3, ge=1, le=20, description="attempts before a batch goes to the spool"
     )
 
-    http_addr: str = Field("127.0.0.1:8080", description="/metrics, /healthz, /readyz")
+    http_addr: str = Field(
+        "127.0.0.1:8080", description="/metrics, /healthz, /readyz, /api/v1, the fleet page"
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="text for people, json for collectors"
     )
