@@ -265,3 +265,16 @@ def test_unknown_path_is_json_404(api: TestClient) -> None:
     r = api.get("/api/v1/nothing")
     assert r.status_code == 404
     assert r.json()["reason"] == "not_found"
+
+
+def test_a_bug_in_a_route_is_a_json_500_not_a_crash(tmp_path: Path) -> None:
+    class Broken:
+        def states(self) -> Iterator[object]:
+            raise RuntimeError("boom")
+
+    ctx = ApiContext(Metrics(), lambda: (True, {}), lambda: (True, {}), fleet=Broken())  # type: ignore[arg-type]
+    with TestClient(build_app(ctx), raise_server_exceptions=False) as c:
+        r = c.get("/api/v1/fill-levels")
+        assert r.status_code == 500
+        assert r.json()["reason"] == "internal_error"
+        assert c.get("/readyz").status_code == 200, "the app still answers"
