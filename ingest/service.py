@@ -46,6 +46,7 @@ import orjson
 import structlog
 
 from devices import Registry, RegistryError
+from ingest.api.context import ApiContext, influx_for
 from ingest.batch import Batch, DeadLetter, DeliveredSink, Incoming
 from ingest.config import Settings, parse_host_port
 from ingest.deadletter import DeadLetterStore
@@ -58,6 +59,7 @@ from ingest.http import HttpServer
 from ingest.metrics import Metrics
 from ingest.mqtt import IntakeOptions, MqttIntake
 from ingest.pipeline import STOP, Pipeline, limits_from
+from ingest.plan import PlanPool
 from ingest.spool import Spool
 from ingest.watchdog import Watchdog
 from ingest.writers import make_writer
@@ -151,7 +153,20 @@ class Service:
         self.watchdog = Watchdog(settings.stall_timeout_s)
         self._watch_stages()
         host, port = parse_host_port(settings.http_addr)
-        self.http = HttpServer(host, port, self.metrics, self.readiness, self.watchdog.check)
+        influx, no_history = influx_for(settings)
+        plan = settings.plan_settings()
+        api = ApiContext(
+            self.metrics,
+            self.readiness,
+            self.watchdog.check,
+            fleet=self.fleet,
+            registry=self.registry,
+            influx=influx,
+            history_unsupported=no_history,
+            plan_settings=plan,
+            plan_pool=PlanPool(workers=plan.workers, cache_ttl_s=plan.cache_ttl_s),
+        )
+        self.http = HttpServer(host, port, api)
         self.metrics.queue_depth.set_function(lambda: self.intake.unacked)
 
     def _fleet_stage(self) -> FleetStage:
@@ -286,6 +301,7 @@ class Service:
             "delivery": self.delivery.run(self.batches),
             "replay": self.delivery.replay_forever(),
             "watchdog": self.watchdog.run(),
+            "http": self.http.wait(),
         }
         if self.fleet is not None:
             coros.update(self.fleet.tasks())
