@@ -1,0 +1,315 @@
+"""Crew alerts end to end: a reading published → its alert received, and what the stage costs.
+
+Starts its own mosquitto and influxd (loopback, temporary directories) and real
+``taza-ingest`` processes, then measures, in one run:
+
+1. **latency** — ``--bins`` eco-boxes (default 60) get a history of readings rising towards
+   80 %, the last one already over it; then, one every ``--gap`` seconds, each gets the
+   reading that makes its second in a row at or above the threshold, which sets ``full``.
+   Per bin: from that publish to the moment a QoS 1 subscriber on ``taza/v1/alerts/#``
+   receives its firing message (``.../full``). All the while ``--load`` msg/s (default
+   1,000) of ordinary readings from ``--load-devices`` other eco-boxes go through the same
+   service. p50/p90/p99; the goal is p99 < 1 s.
+2. **cost** — ``--messages`` ordinary readings queued by the broker while the service is
+   stopped, then drained as fast as it goes, once with the stage on and once with it off
+   (``TAZA_ALERTS_ENABLED=false``), each by a fresh service into its own database: msg/s
+   until all are queryable and service CPU per message; the ratio on/off and the
+   difference, the stage's CPU per message.
+
+    .venv/bin/python bench/alerts.py [--bins 60] [--load 1000] [--messages 40000] [--json]
+
+Exits 1 if a bin's alert never arrives (within 10 s) — a correctness failure, not a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import orjson
+import paho.mqtt.client as paho
+from memory import cpu_s, publish  # bench/memory.py: /proc CPU, the raw-socket publisher
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devstack.ingest_process import IngestProcess, http_get, wait_until
+from devstack.metrics import series
+from devstack.publisher import Publisher
+from devstack.servers import InfluxDB1, Mosquitto, free_port
+
+REGION = "almaty"
+STEP_MS = 15 * 60_000  # device time between a probe bin's readings
+HISTORY = (52.0, 58.0, 63.5, 68.0, 72.0, 75.5, 78.5, 80.6)  # the last one: first over 80 %
+TRIGGER = 82.1  # the second reading in a row over 80 %: `full` fires on it
+ALERT_TIMEOUT_S = 10.0
+
+
+def fill(device: str, seq: int, ts_ms: int, pct: float) -> tuple[str, bytes]:
+    doc = {"ts": ts_ms, "seq": seq, "fill_pct": round(pct, 1)}
+    return f"taza/v1/{REGION}/ecobox/{device}/fill", orjson.dumps(doc)
+
+
+def ordinary(
+    devices: int, prefix: str, start_ms: int, step_ms: int, seed: int
+) -> Iterator[tuple[str, bytes]]:
+    """Readings of bins that are nowhere near full: a steady level per device plus the
+    sensor's noise (σ 0.8), device after device, ``step_ms`` of device time per round."""
+    rng = np.random.default_rng(seed)
+    levels = 10.0 + rng.uniform(0, 40, devices)
+    seq = 0
+    while True:
+        noise = rng.normal(0.0, 0.8, devices)
+        for d in range(devices):
+            yield fill(f"{prefix}-{d:05d}", seq, start_ms + seq * step_ms, levels[d] + noise[d])
+        seq += 1
+
+
+class AlertSubscriber:
+    """QoS 1 on taza/v1/alerts/#: the monotonic time each ``full`` firing message arrived."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.arrived: dict[str, float] = {}  # device_id -> monotonic time
+        self.messages = 0
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-alerts-sub")
+        self.client.on_connect = lambda c, *a: c.subscribe("taza/v1/alerts/#", qos=1)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise SystemExit("the alert subscriber got no SUBACK")
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        now = time.monotonic()
+        self.messages += 1
+        parts = msg.topic.split("/")
+        firing = bool(msg.payload) and orjson.loads(msg.payload).get("state") == "firing"
+        if len(parts) == 6 and parts[5] == "full" and firing:
+            self.arrived.setdefault(parts[4], now)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def count(influxd: InfluxDB1, db: str) -> int:
+    rows = influxd.query("SELECT count(fill_pct) FROM fill", db=db)
+    return int(rows[0]["count"]) if rows else 0  # type: ignore[call-overload]
+
+
+def latency_phase(
+    broker: Mosquitto,
+    influxd: InfluxDB1,
+    db: str,
+    bins: int,
+    gap: float,
+    load: float,
+    load_devices: int,
+) -> dict[str, float]:
+    sub = AlertSubscriber(broker)
+    now_ms = int(time.time() * 1000)
+    probes = [f"probe-{i:04d}" for i in range(bins)]
+    history = [
+        fill(p, seq, now_ms - (len(HISTORY) - seq) * STEP_MS, pct)
+        for seq, pct in enumerate(HISTORY)
+        for p in probes
+    ]
+    pub = Publisher(broker.host, broker.port, "bench-alerts-probe")
+    already = count(influxd, db)
+    pub.publish(history)
+    pub.wait_all_acked(60)
+    wait_until(lambda: count(influxd, db) - already >= len(history), 60, "the probe history stored")
+    time.sleep(1.0)  # the stage runs right after the write; let the last batch pass it
+    early = [p for p in probes if p in sub.arrived]
+    if early:
+        raise SystemExit(f"`full` fired before the trigger reading for {early[:5]}")
+
+    stop = threading.Event()
+    sent = [0]
+
+    def background() -> None:
+        bg = Publisher(broker.host, broker.port, "bench-alerts-load")
+        stream = ordinary(load_devices, "load", int(time.time() * 1000) - 3_600_000, 1000, 1)
+        start = time.monotonic()
+        while not stop.is_set():
+            due = int((time.monotonic() - start) * load) - sent[0]
+            if due > 0:
+                bg.publish(next(stream) for _ in range(due))
+                sent[0] += due
+            time.sleep(0.01)
+        bg.close()
+
+    loader = threading.Thread(target=background, daemon=True)
+    t_load = time.monotonic()
+    loader.start()
+    time.sleep(2.0)  # the load is flowing before the first bin goes over
+    published: dict[str, float] = {}
+    for p in probes:
+        topic, payload = fill(p, len(HISTORY), int(time.time() * 1000), TRIGGER)
+        published[p] = time.monotonic()
+        pub.client.publish(topic, payload, qos=1)
+        time.sleep(gap)
+    deadline = time.monotonic() + ALERT_TIMEOUT_S
+    while len(sub.arrived.keys() & published.keys()) < bins and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    loader.join(30)
+    load_rate = sent[0] / (time.monotonic() - t_load)
+    pub.close()
+    sub.close()
+    missing = sorted(published.keys() - sub.arrived.keys())
+    if missing:
+        raise SystemExit(
+            f"no `full` alert within {ALERT_TIMEOUT_S:.0f} s for {len(missing)} "
+            f"of {bins} bins: {missing[:5]}"
+        )
+    lat = np.array([sub.arrived[p] - published[p] for p in probes]) * 1000
+    return {
+        "bins": bins,
+        "background_msgs_per_s": load_rate,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p90_ms": float(np.percentile(lat, 90)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "max_ms": float(lat.max()),
+        "alert_messages_received": sub.messages,
+    }
+
+
+def drain_phase(
+    ingest: IngestProcess,
+    broker: Mosquitto,
+    influxd: InfluxDB1,
+    db: str,
+    msgs: list[tuple[str, bytes]],
+) -> dict[str, float]:
+    """A backlog held by the broker for the stopped service, drained by a fresh start."""
+    publish(broker.host, broker.port, f"bench-alerts-backlog-{db}", msgs, 120)
+    already = count(influxd, db)
+    ingest.start()
+    assert ingest.proc is not None
+    cpu0 = cpu_s(ingest.proc.pid)
+    start = time.monotonic()
+    while count(influxd, db) - already < len(msgs):
+        if time.monotonic() - start > 300:
+            raise SystemExit("backlog not drained within 300 s")
+        time.sleep(0.02)
+    elapsed = time.monotonic() - start
+    # Until the service is idle: whatever it does after the points (alerts, history) counts.
+    last, cpu1 = time.monotonic(), cpu_s(ingest.proc.pid)
+    while True:
+        time.sleep(0.5)
+        now, cpu = time.monotonic(), cpu_s(ingest.proc.pid)
+        if (cpu - cpu1) / (now - last) < 0.05 or now - start > 300:
+            break
+        last, cpu1 = now, cpu
+    status, text = http_get(ingest.url + "/metrics")
+    acked = series(text).get("taza_messages_acked_total", 0.0) if status == 200 else 0.0
+    ingest.stop()
+    return {
+        "messages": len(msgs),
+        "acked": acked,
+        "seconds": elapsed,
+        "msgs_per_s": len(msgs) / elapsed,
+        "cpu_us_per_msg": (cpu1 - cpu0) / len(msgs) * 1e6,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--bins", type=int, default=60, help="bins driven over the threshold (>= 50)")
+    ap.add_argument("--gap", type=float, default=0.25, help="seconds between two bins going over")
+    ap.add_argument("--load", type=float, default=1000.0, help="background msg/s of other devices")
+    ap.add_argument("--load-devices", type=int, default=1000)
+    ap.add_argument(
+        "--messages", type=int, default=40_000, help="backlog drained, stage on and off"
+    )
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args()
+    if args.bins < 1:
+        ap.error("--bins must be at least 1")
+
+    with tempfile.TemporaryDirectory(prefix="taza-bench-alerts-") as tmp:
+        root = Path(tmp)
+        with Mosquitto(root / "mq") as broker, InfluxDB1(root / "influx") as influxd:
+            for db in ("alerts_on", "alerts_off"):
+                influxd.create_database(db)
+            common = {
+                "TAZA_MQTT_URL": broker.url,
+                "TAZA_INFLUX_URL": influxd.url,
+                "TAZA_MQTT_CLIENT_ID": "bench-alerts-ingest",
+            }
+            on = IngestProcess(root / "on", {**common, "TAZA_INFLUX_DB": "alerts_on"}, free_port())
+            off = IngestProcess(
+                root / "off",
+                {**common, "TAZA_INFLUX_DB": "alerts_off", "TAZA_ALERTS_ENABLED": "false"},
+                free_port(),
+            )
+            print(
+                f"latency: {args.bins} bins over 80 % under {args.load:.0f} msg/s of load ...",
+                file=sys.stderr,
+            )
+            on.start()
+            lat = latency_phase(
+                broker, influxd, "alerts_on", args.bins, args.gap, args.load, args.load_devices
+            )
+            on.stop()
+            per = max(1, args.messages // args.load_devices)
+            start_ms = int(time.time() * 1000) - per * 60_000
+            results = {}
+            for name, ingest, db, seed in (
+                ("on", on, "alerts_on", 2),
+                ("off", off, "alerts_off", 2),
+            ):
+                stream = ordinary(args.load_devices, f"drain-{name}", start_ms, 60_000, seed)
+                msgs = [next(stream) for _ in range(per * args.load_devices)]
+                print(
+                    f"cost: {len(msgs)} queued messages drained, stage {name} ...", file=sys.stderr
+                )
+                results[name] = drain_phase(ingest, broker, influxd, db, msgs)
+
+    d_on, d_off = results["on"], results["off"]
+    result = {
+        "latency": {k: round(v, 1) for k, v in lat.items()},
+        "goal_p99_ms": 1000,
+        "goal_met": lat["p99_ms"] < 1000,
+        "drain_stage_on": {k: round(v, 2) for k, v in d_on.items()},
+        "drain_stage_off": {k: round(v, 2) for k, v in d_off.items()},
+        "throughput_ratio_on_vs_off": round(d_on["msgs_per_s"] / d_off["msgs_per_s"], 3),
+        "cpu_ratio_on_vs_off": round(d_on["cpu_us_per_msg"] / d_off["cpu_us_per_msg"], 3),
+        "stage_cpu_us_per_msg": round(d_on["cpu_us_per_msg"] - d_off["cpu_us_per_msg"], 1),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    goal = "met" if result["goal_met"] else "NOT met"
+    print(
+        f"reading -> alert, {lat['bins']:.0f} bins, {lat['background_msgs_per_s']:.0f} msg/s load: "
+        f"p50 {lat['p50_ms']:.0f} ms, p90 {lat['p90_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, "
+        f"max {lat['max_ms']:.0f} ms  (goal p99 < 1000 ms: {goal})"
+    )
+    print(
+        f"drain, stage off (baseline): {d_off['msgs_per_s']:>8.0f} msg/s, "
+        f"{d_off['cpu_us_per_msg']:.0f} us CPU/msg"
+    )
+    print(
+        f"drain, stage on:             {d_on['msgs_per_s']:>8.0f} msg/s, "
+        f"{d_on['cpu_us_per_msg']:.0f} us CPU/msg"
+    )
+    print(
+        f"  ratio on/off: throughput {result['throughput_ratio_on_vs_off']:.2f}, "
+        f"CPU {result['cpu_ratio_on_vs_off']:.2f}; the stage costs "
+        f"{result['stage_cpu_us_per_msg']:.0f} us CPU per message"
+    )
+
+
+if __name__ == "__main__":
+    main()
