@@ -137,9 +137,9 @@ class AlertFeed:
             resolved = sum(self.resolved.values())
             now = count_by_region(self.firing.values())
         regions = " │ ".join(
-            f"{region} {kinds_text(kinds, 3)}" for region, kinds in sorted(now.items())
+            f"{region} {kinds_text(kinds, 2, ', ')}" for region, kinds in sorted(now.items())
         )
-        return f"  {'alerts':>5}  firing {regions or 'none'}   (fired {fired}, resolved {resolved})"
+        return f"  {'alerts':>5}  fired {fired} · resolved {resolved} · firing {regions or 'none'}"
 
 
 def count_by_region(alerts: Any) -> dict[str, Counter[str]]:
@@ -150,13 +150,13 @@ def count_by_region(alerts: Any) -> dict[str, Counter[str]]:
     return out
 
 
-def kinds_text(kinds: Counter[str], most: int | None = None) -> str:
+def kinds_text(kinds: Counter[str], most: int | None = None, sep: str = " · ") -> str:
     """``full 3 · full_soon 2 · +1 more``, the most frequent first."""
     ranked = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
     shown = ranked if most is None else ranked[:most]
-    text = " · ".join(f"{kind} {n}" for kind, n in shown)
+    text = sep.join(f"{kind} {n}" for kind, n in shown)
     if len(ranked) > len(shown):
-        text += f" · +{len(ranked) - len(shown)} more"
+        text += f"{sep}+{len(ranked) - len(shown)} more"
     return text
 
 

@@ -151,7 +151,8 @@ def fullest_bins(stack: Stack) -> None:
 UNITS = {"full": "%", "full_soon": "%", "battery_low": "%", "fire": "°C", "overheat": "°C"}
 UNITS |= {"tilted": "°", "offline": "s"}
 SEVERITY = {"critical": 0, "major": 1, "minor": 2}
-FIRING_SHOWN = 3  # per region
+FIRING_SHOWN = 2  # per region
+COLLECTIONS_SHOWN = 2
 
 
 def num(value: object) -> float:
@@ -192,7 +193,8 @@ def crew_view(stack: Stack) -> None:
     now = crew.retained_now(stack.mosquitto.host, stack.mosquitto.port)
     by_region = crew.count_by_region(now)
     regions = sorted({r for r, _ in feed.fired} | set(by_region))
-    out.line(f"  {'region':<10} {'fired':>6} {'resolved':>8}   firing now (retained topics)")
+    gone = "; offline: the fleet disconnected" if any(a.alert == "offline" for a in now) else ""
+    out.line(f"  {'region':<10} {'fired':>6} {'resolved':>8}   firing now (retained topics{gone})")
     for region in regions:
         fired = sum(n for (r, _), n in feed.fired.items() if r == region)
         resolved = sum(n for (r, _), n in feed.resolved.items() if r == region)
@@ -203,18 +205,20 @@ def crew_view(stack: Stack) -> None:
         per_alert.setdefault(alert, [0, 0])[0] += n
     for (_, alert), n in feed.resolved.items():
         per_alert.setdefault(alert, [0, 0])[1] += n
+    collected = sum(
+        n for (alert, cause), n in feed.causes.items() if (alert, cause) == ("full", "collected")
+    )
+
+    def episodes(alert: str, fired: int, resolved: int) -> str:
+        note = f" ({collected} collected)" if alert == "full" and collected else ""
+        return f"{alert} {fired}/{resolved}{note}"
+
     ranked = sorted(per_alert.items(), key=lambda kv: (-kv[1][0], kv[0]))
     out.line(
         "  fired/resolved  "
-        + " · ".join(f"{alert} {f}/{r}" for alert, (f, r) in ranked[:6])
+        + " · ".join(episodes(alert, f, r) for alert, (f, r) in ranked[:6])
         + (f" · +{len(ranked) - 6} more" if len(ranked) > 6 else "")
     )
-    causes = sorted(
-        ((cause, n) for (alert, cause), n in feed.causes.items() if alert == "full"),
-        key=lambda kv: -kv[1],
-    )
-    if causes:
-        out.line("  full resolved   " + " · ".join(f"{cause} {n}" for cause, n in causes))
 
     def rank(a: crew.Alert) -> tuple[int, float]:
         return SEVERITY.get(str(a.payload.get("severity")), 3), -num(a.payload.get("value"))
@@ -234,8 +238,6 @@ def crew_view(stack: Stack) -> None:
                 f"    {region:<10} {a.device_id:<16} {a.alert:<14} {text:>8}  "
                 f"since {local(p.get('since'))}  {where}"
             )
-    if by_region and any(a.alert == "offline" for a in now):
-        out.line("  (offline: the simulated devices said goodbye when the run ended)")
     out.line(f"  watch them    {watch_command(stack)}")
 
 
@@ -253,15 +255,15 @@ def collections_and_anomalies(stack: Stack) -> None:
     if not total:
         out.line("collections detected (measurement collection): none")
     else:
-        parts = " · ".join(f"{r.get('region')} {r.get('n')}" for r in rows)
+        parts = ", ".join(f"{r.get('region')} {r.get('n')}" for r in rows)
         before = sum(num(r.get("before")) * num(r.get("n")) for r in rows) / total
         out.line(
-            f"collections detected (measurement collection): {total} ({parts}); "
-            f"bins were {before:.0f} % full on average when emptied"
+            f"collections detected (measurement collection): {total} ({parts}), "
+            f"emptied at {before:.0f} % on average"
         )
         examples = stack.influxd.query(
             "SELECT device_id, fill_before_pct, fill_after_pct FROM collection "
-            "ORDER BY time DESC LIMIT 3",
+            f"ORDER BY time DESC LIMIT {COLLECTIONS_SHOWN}",
             DB,
         )
         for r in examples:

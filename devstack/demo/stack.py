@@ -260,8 +260,6 @@ class Stack:
         if rc != 0:
             raise failure(f"taza-sim run failed ({exit_text(rc)})", log)
         self.out.line(self._row(latest, time.monotonic() - t0))
-        if self.crew is not None and self.crew.messages:
-            self.out.line(self.crew.live_line())
         try:
             result: dict[str, Any] = json.loads(summary_path.read_text())
         except (OSError, ValueError) as exc:
