@@ -188,7 +188,7 @@ def check_crew_view(out: str) -> list[tuple[str, str, str]]:
     )
     assert examples, out
     assert all(float(before) > float(after) for before, after in examples), out
-    assert re.search(r"anomalies flagged \(.*\): spike [1-9]", out), out
+    assert re.search(r"anomalies flagged \(.*\): .*\bspike [1-9]", out), out
     return firing
 
 

@@ -213,11 +213,11 @@ def crew_view(stack: Stack) -> None:
         note = f" ({collected} collected)" if alert == "full" and collected else ""
         return f"{alert} {fired}/{resolved}{note}"
 
-    ranked = sorted(per_alert.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    ranked = sorted(per_alert.items(), key=lambda kv: (kv[0] == "offline", -kv[1][0], kv[0]))
     out.line(
         "  fired/resolved  "
-        + " · ".join(episodes(alert, f, r) for alert, (f, r) in ranked[:6])
-        + (f" · +{len(ranked) - 6} more" if len(ranked) > 6 else "")
+        + " · ".join(episodes(alert, f, r) for alert, (f, r) in ranked[:5])
+        + (f" · +{len(ranked) - 5} more" if len(ranked) > 5 else "")
     )
 
     def rank(a: crew.Alert) -> tuple[int, float]:
@@ -272,10 +272,10 @@ def collections_and_anomalies(stack: Stack) -> None:
                 f"{num(r.get('fill_before_pct')):5.1f} % → {num(r.get('fill_after_pct')):4.1f} %"
             )
     flagged = stack.influxd.query("SELECT count(value) AS n FROM anomaly GROUP BY anomaly", DB)
-    kinds = " · ".join(f"{r.get('anomaly')} {r.get('n')}" for r in flagged)
+    kinds = Counter({str(r.get("anomaly")): int(num(r.get("n"))) for r in flagged})
     out.line(
-        "anomalies flagged (measurement anomaly, readings stored but kept out of alerts): "
-        + (kinds or "none")
+        "anomalies flagged (measurement anomaly; stored, kept out of alerts): "
+        + (crew.kinds_text(kinds) or "none")
     )
 
 
