@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -101,8 +102,7 @@ class AlertSubscriber:
 
 
 def count(influxd: InfluxDB1, db: str) -> int:
-    rows = influxd.query("SELECT count(fill_pct) FROM fill", db=db)
-    return int(rows[0]["count"]) if rows else 0  # type: ignore[call-overload]
+    return influxd.count("fill", db, "fill_pct")
 
 
 def latency_phase(
@@ -259,6 +259,7 @@ def main() -> None:
     if args.bins < 1 or args.rounds < 1:
         ap.error("--bins and --rounds must be at least 1")
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="taza-bench-alerts-") as tmp:
         root = Path(tmp)
         with Mosquitto(root / "mq") as broker, InfluxDB1(root / "influx") as influxd:
@@ -312,12 +313,18 @@ def main() -> None:
         "throughput_ratio_on_vs_off": round(d_on["msgs_per_s"] / d_off["msgs_per_s"], 3),
         "cpu_ratio_on_vs_off": round(d_on["cpu_us_per_msg"] / d_off["cpu_us_per_msg"], 3),
         "stage_cpu_us_per_msg": round(d_on["cpu_us_per_msg"] - d_off["cpu_us_per_msg"], 1),
+        "machine_load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpus": os.cpu_count(),
         "rounds": {k: [{f: round(x, 2) for f, x in d.items()} for d in v] for k, v in runs.items()},
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return
     goal = "met" if result["goal_met"] else "NOT met"
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after (other work on a shared machine slows every figure)"
+    )
     print(
         f"reading -> alert, {lat['bins']:.0f} bins, {lat['background_msgs_per_s']:.0f} msg/s load: "
         f"p50 {lat['p50_ms']:.0f} ms, p90 {lat['p90_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, "
