@@ -9,6 +9,7 @@ reads the ``alert`` / ``collection`` / ``anomaly`` history back from InfluxDB.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import threading
 import time
@@ -60,13 +61,13 @@ class Received:
 class Crew:
     """A crew app: subscribed to every alert, retain flags as published."""
 
-    def __init__(self, broker: Any, name: str) -> None:
+    def __init__(self, broker: Any, name: str, region: str) -> None:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=paho.MQTTv5)
         self.client.on_connect = lambda c, *a: c.subscribe(
-            "taza/v1/alerts/#", options=SubscribeOptions(qos=1, retainAsPublished=True)
+            f"taza/v1/alerts/{region}/#", options=SubscribeOptions(qos=1, retainAsPublished=True)
         )
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -99,24 +100,40 @@ class Crew:
         self.client.loop_stop()
 
 
+_regions = itertools.count()
+
+
 @pytest.fixture
-def crew(mosquitto: Any, request: pytest.FixtureRequest) -> Iterator[Crew]:
-    c = Crew(mosquitto, f"crew-{request.node.name[:40]}")
+def region() -> str:
+    """A region of the test's own: the session broker keeps other tests' retained alerts."""
+    return f"t{next(_regions)}-{time.time_ns() % 10**6}"
+
+
+@pytest.fixture
+def crew(mosquitto: Any, region: str, request: pytest.FixtureRequest) -> Iterator[Crew]:
+    c = Crew(mosquitto, f"crew-{request.node.name[:40]}", region)
     yield c
     c.close()
 
 
-def retained_now(broker: Any) -> dict[str, dict[str, Any]]:
-    """What a crew app that connects now is shown: {topic: firing document}."""
+def retained_now(broker: Any, region: str) -> dict[str, dict[str, Any]]:
+    """What a crew app that connects now is shown for the region: {topic: firing document}."""
     found = read_retained(BrokerURL(broker.host, broker.port), f"late-{time.monotonic_ns()}")
-    return {t: json.loads(p) for t, p in found.items()}
+    mine = f"taza/v1/alerts/{region}/"
+    return {t: json.loads(p) for t, p in found.items() if t.startswith(mine)}
 
 
 def start_ingest(
-    make_ingest: MakeIngest, mosquitto: Any, influxd: Any, db: str, tmp_path: Path, **env: str
+    make_ingest: MakeIngest,
+    mosquitto: Any,
+    influxd: Any,
+    db: str,
+    tmp_path: Path,
+    region: str,
+    **env: str,
 ) -> IngestProcess:
     fleet = tmp_path / "fleet.csv"
-    fleet.write_text(FLEET)
+    fleet.write_text(FLEET.replace("almaty", region).replace("astana", region))
     return make_ingest(
         mosquitto.url,
         influxd.url,
@@ -197,9 +214,10 @@ def test_a_filling_bin_warns_full_soon_then_fires_full_once_and_late_subscribers
     tmp_path: Path,
     crew: Crew,
     pub: Publisher,
+    region: str,
 ) -> None:
-    start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path)
-    eb = Device(pub, "taza/v1/almaty/ecobox/eb-1/fill")
+    start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path, region)
+    eb = Device(pub, f"taza/v1/{region}/ecobox/eb-1/fill")
     # 2 points every 4 minutes (30 %/h), 40 → 88 %, the last reading 4 minutes ago.
     levels = fill_ramp(40, 88, 2)
     t0 = now_ms() - (len(levels) + 1) * 4 * MIN
@@ -215,7 +233,7 @@ def test_a_filling_bin_warns_full_soon_then_fires_full_once_and_late_subscribers
     assert soon[0].doc["since"] < full.doc["since"], "full_soon must come before full"
     assert full.doc["value"] >= 80
     assert full.doc["threshold"] == 80.0
-    assert full.doc["region"] == "almaty"
+    assert full.doc["region"] == region
     assert full.doc["fraction"] == "plastic"
     assert full.doc["lat"] == 43.25
     assert full.doc["severity"] == "major"
@@ -232,8 +250,8 @@ def test_a_filling_bin_warns_full_soon_then_fires_full_once_and_late_subscribers
     assert [(r["state"], r["cause"]) for r in rows] == [("firing", "threshold")]
     assert rows[0]["episode"] == full.doc["episode"] == firing[0]["episode"]
 
-    late = retained_now(mosquitto)
-    topic = "taza/v1/alerts/almaty/eb-1/full"
+    late = retained_now(mosquitto, region)
+    topic = f"taza/v1/alerts/{region}/eb-1/full"
     assert set(late) == {topic}, "a crew app connecting now sees exactly what fires"
     assert late[topic]["since"] == full.doc["since"]
     assert late[topic]["episode"] == full.doc["episode"]
@@ -247,9 +265,10 @@ def test_an_emptying_is_a_collection_and_resolves_full(
     tmp_path: Path,
     crew: Crew,
     pub: Publisher,
+    region: str,
 ) -> None:
-    start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path)
-    eb = Device(pub, "taza/v1/almaty/ecobox/eb-2/fill")
+    start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path, region)
+    eb = Device(pub, f"taza/v1/{region}/ecobox/eb-2/fill")
     t = now_ms() - 30 * MIN
     t = eb.fills(t, MIN, [78.0, 79.0, 81.0, 83.0, 84.0])
     crew.wait("/eb-2/full", ["firing"])
@@ -266,7 +285,7 @@ def test_an_emptying_is_a_collection_and_resolves_full(
     c = rows[0]
     assert (c["device_id"], c["region"], c["fraction"], c["site"]) == (
         "eb-2",
-        "almaty",
+        region,
         "glass",
         "park",
     )
@@ -278,7 +297,7 @@ def test_an_emptying_is_a_collection_and_resolves_full(
         ("firing", "threshold"),
         ("resolved", "collected"),
     ]
-    assert "taza/v1/alerts/almaty/eb-2/full" not in retained_now(mosquitto)
+    assert f"taza/v1/alerts/{region}/eb-2/full" not in retained_now(mosquitto, region)
 
 
 def test_a_glitch_spike_fires_nothing_and_is_flagged(
@@ -289,9 +308,10 @@ def test_a_glitch_spike_fires_nothing_and_is_flagged(
     tmp_path: Path,
     crew: Crew,
     pub: Publisher,
+    region: str,
 ) -> None:
-    ingest = start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path)
-    eb = Device(pub, "taza/v1/almaty/ecobox/eb-1/fill")
+    ingest = start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path, region)
+    eb = Device(pub, f"taza/v1/{region}/ecobox/eb-1/fill")
     t = now_ms() - 20 * MIN
     spike_at = t + 3 * MIN
     eb.fills(t, MIN, [30.0, 30.5, 31.0, 98.0, 31.5, 32.0, 32.0, 32.5])
@@ -316,9 +336,10 @@ def test_a_silent_device_goes_offline_and_comes_back(
     tmp_path: Path,
     crew: Crew,
     pub: Publisher,
+    region: str,
 ) -> None:
-    start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path)
-    quiet = Device(pub, "taza/v1/almaty/ecobox/eb-quiet/fill")
+    start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path, region)
+    quiet = Device(pub, f"taza/v1/{region}/ecobox/eb-quiet/fill")
     quiet.send(now_ms(), fill_pct=20.0)
     began = time.monotonic()
     # report_interval_s = 2: offline after 6 s of silence, judged on the wall clock.
@@ -342,9 +363,10 @@ def test_rvm_bin_and_mode_alerts(
     tmp_path: Path,
     crew: Crew,
     pub: Publisher,
+    region: str,
 ) -> None:
-    start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path)
-    rvm = Device(pub, "taza/v1/astana/rvm/rvm-1/status")
+    start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path, region)
+    rvm = Device(pub, f"taza/v1/{region}/rvm/rvm-1/status")
     t = now_ms() - 10 * MIN
     rvm.send(t, bins={"pet": 60.0, "alu": 30.0}, mode="ok", faults=[])
     rvm.send(t + MIN, bins={"pet": 86.0, "alu": 31.0}, mode="jam", faults=["door_open"])
@@ -359,7 +381,7 @@ def test_rvm_bin_and_mode_alerts(
         crew.wait(f"/rvm-1/{alert}", ["firing", "resolved", ""])
         if cause is not None:
             assert crew.on(f"/rvm-1/{alert}")[1].doc["cause"] == cause
-    assert retained_now(mosquitto) == {}
+    assert retained_now(mosquitto, region) == {}
 
 
 def test_a_redelivered_batch_changes_nothing(
@@ -370,9 +392,10 @@ def test_a_redelivered_batch_changes_nothing(
     tmp_path: Path,
     crew: Crew,
     pub: Publisher,
+    region: str,
 ) -> None:
-    ingest = start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path)
-    eb = Device(pub, "taza/v1/almaty/ecobox/eb-1/fill")
+    ingest = start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path, region)
+    eb = Device(pub, f"taza/v1/{region}/ecobox/eb-1/fill")
     t = now_ms() - 30 * MIN
     t = eb.fills(t, MIN, [70.0, 75.0, 81.0, 83.0, 84.0])
     eb.fills(t, MIN, [5.0, 5.5, 30.0, 6.0])  # a collection and a spike, too
@@ -401,12 +424,13 @@ def test_a_restart_keeps_alert_state_even_after_kill_9(
     tmp_path: Path,
     crew: Crew,
     pub: Publisher,
+    region: str,
 ) -> None:
     """Clean stop (snapshot) and kill -9 (journal since the snapshot): after either restart
     nothing fires again, and a clear that follows is not lost."""
-    ingest = start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path)
-    eb1 = Device(pub, "taza/v1/almaty/ecobox/eb-1/fill")
-    eb2 = Device(pub, "taza/v1/almaty/ecobox/eb-2/fill")
+    ingest = start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path, region)
+    eb1 = Device(pub, f"taza/v1/{region}/ecobox/eb-1/fill")
+    eb2 = Device(pub, f"taza/v1/{region}/ecobox/eb-2/fill")
     t = now_ms() - 30 * MIN
     eb1.fills(t, MIN, [78.0, 81.0, 83.0])
     crew.wait("/eb-1/full", ["firing"])
@@ -443,7 +467,7 @@ def test_a_restart_keeps_alert_state_even_after_kill_9(
         ("eb-2", "firing"),
         ("eb-2", "resolved"),
     ], "one episode each: nothing fired again, no clear lost"
-    assert retained_now(mosquitto) == {}
+    assert retained_now(mosquitto, region) == {}
 
 
 def test_a_drained_6_hour_backlog_notifies_only_what_is_current(
@@ -454,11 +478,12 @@ def test_a_drained_6_hour_backlog_notifies_only_what_is_current(
     tmp_path: Path,
     crew: Crew,
     pub: Publisher,
+    region: str,
 ) -> None:
     """Store-and-forward after an outage: six hours of readings arrive at once. The episode
     that began and ended inside them goes to history only; the bin is full now: that is live."""
-    ingest = start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path)
-    eb = Device(pub, "taza/v1/almaty/ecobox/eb-1/fill")
+    ingest = start_ingest(make_ingest, mosquitto, influxd, influx_db, tmp_path, region)
+    eb = Device(pub, f"taza/v1/{region}/ecobox/eb-1/fill")
     t = now_ms() - 6 * 60 * MIN
     t = eb.fills(t, 10 * MIN, fill_ramp(60, 90, 3))  # full ~5 h ago
     t = eb.fills(t, 10 * MIN, [4.0, 4.5])  # emptied ~4 h ago
@@ -478,7 +503,7 @@ def test_a_drained_6_hour_backlog_notifies_only_what_is_current(
     assert len(live) == 1
     assert live[0].doc["episode"] == rows[2]["episode"]
     assert len(history(influxd, influx_db, "collection")) == 1
-    assert set(retained_now(mosquitto)) == {"taza/v1/alerts/almaty/eb-1/full"}
+    assert set(retained_now(mosquitto, region)) == {f"taza/v1/alerts/{region}/eb-1/full"}
 
 
 def test_alerts_go_out_while_the_database_is_down_and_their_history_follows(
@@ -488,14 +513,15 @@ def test_alerts_go_out_while_the_database_is_down_and_their_history_follows(
     tmp_path: Path,
     crew: Crew,
     pub: Publisher,
+    region: str,
 ) -> None:
     """History lines wait in data_dir/fleet-spool (durable) and reach the database when it
     is back; crews are not kept waiting for the database."""
     influxd = make_influxd()
     influxd.create_database("taza")
-    ingest = start_ingest(make_ingest, mosquitto, influxd, "taza", tmp_path)
+    ingest = start_ingest(make_ingest, mosquitto, influxd, "taza", tmp_path, region)
     influxd.stop()
-    eb = Device(pub, "taza/v1/almaty/ecobox/eb-1/fill")
+    eb = Device(pub, f"taza/v1/{region}/ecobox/eb-1/fill")
     t = eb.fills(now_ms() - 20 * MIN, MIN, [70.0, 78.0, 81.0, 84.0])
     eb.fills(t, MIN, [2.0])
     crew.wait("/eb-1/full", ["firing", "resolved", ""], timeout=30)
@@ -533,7 +559,12 @@ def _full_bin() -> tuple[dict[str, Any], list[Message]]:
 
 
 def test_start_up_with_10k_devices_history(
-    mosquitto: Any, influxd: Any, influx_db: str, make_ingest: MakeIngest, tmp_path: Path
+    mosquitto: Any,
+    influxd: Any,
+    influx_db: str,
+    make_ingest: MakeIngest,
+    tmp_path: Path,
+    region: str,
 ) -> None:
     """10k devices in the snapshot (a tenth with ``full`` firing) and a journal of 10k
     messages since it: taza-ingest is ready within seconds, and a crew app that connects
@@ -549,6 +580,7 @@ def test_start_up_with_10k_devices_history(
     for i, device_id in enumerate(ids):
         entry = dict(full if i % 10 == 0 else quiet)
         entry["h"] = heard  # heard just now on the wall clock: not offline
+        entry["r"] = region
         states[device_id] = entry
     ingest_dir = tmp_path / "ingest0"
     (ingest_dir / "fleet").mkdir(parents=True)
@@ -558,11 +590,11 @@ def test_start_up_with_10k_devices_history(
         batch = []
         for i, device_id in enumerate(ids[start : start + 1000], start):
             m = (full_next if i % 10 == 0 else quiet_next)[0]
-            topic = dataclasses.replace(m.topic, device_id=device_id)
+            topic = dataclasses.replace(m.topic, device_id=device_id, region=region)
             batch.append(Accepted(dataclasses.replace(m, topic=topic), None))
         journal.append(heard, batch)
     journal.close()
-    rows = "".join(f"{d},ecobox,almaty,43.25,76.9,240,plastic,residential,900\n" for d in ids)
+    rows = "".join(f"{d},ecobox,{region},43.25,76.9,240,plastic,residential,900\n" for d in ids)
     fleet_file = tmp_path / "fleet.csv"
     fleet_file.write_text(FLEET.splitlines()[0] + "\n" + rows)
 
@@ -583,9 +615,9 @@ def test_start_up_with_10k_devices_history(
     assert restored["journal_messages"] == n
     assert restored["firing"] == n // 10
     assert restored["seconds"] < 10
-    wait_until(lambda: events(ingest, "fleet_alerts_synced"), 30, "retained alerts synced")
+    wait_until(lambda: bool(events(ingest, "fleet_alerts_synced")), 30, "retained alerts synced")
     synced = events(ingest, "fleet_alerts_synced")[0]
     assert synced["republished"] == n // 10
-    wait_until(lambda: len(retained_now(mosquitto)) >= n // 10, 30, "1000 retained alerts")
-    late = retained_now(mosquitto)
+    wait_until(lambda: len(retained_now(mosquitto, region)) >= n // 10, 30, "1000 retained alerts")
+    late = retained_now(mosquitto, region)
     assert {t.split("/")[4] for t in late} == set(ids[::10])
