@@ -275,6 +275,18 @@ def check_printed_commands_work(out: str) -> None:
         assert (doc["region"], doc["device_id"], doc["alert"]) == (region, device, alert), doc
 
 
+def test_printed_queries_reach_curl_unchanged() -> None:
+    """Each example as printed is one shell word that the shell hands over exactly (a query
+    with an InfluxQL string literal goes in double quotes); what it cannot quote it refuses."""
+    for _, q in INFLUXQL_EXAMPLES:
+        done = subprocess.run(
+            ["bash", "-c", f"printf %s {shell_arg(q)}"], capture_output=True, text=True, timeout=10
+        )
+        assert done.stdout == q
+    with pytest.raises(ValueError, match="one shell word"):
+        shell_arg("SELECT * FROM x WHERE a = '$HOME'")
+
+
 def test_ctrl_c_mid_run_stops_everything(tmp_path: Path) -> None:
     var = tmp_path / "demo"
     demo = Demo(var, "--duration", "30s")

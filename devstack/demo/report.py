@@ -188,7 +188,7 @@ def crew_view(stack: Stack) -> None:
     out.line()
     out.line(f"crew view: alerts over MQTT ({crew.ALERTS}, QoS 1), as a crew app gets them")
     if not feed.messages:
-        out.line("  no alert was published during the run (this taza-ingest has no alert stage)")
+        out.line("  no alert arrived during the run: taza-ingest published none")
         return
     now = crew.retained_now(stack.mosquitto.host, stack.mosquitto.port)
     by_region = crew.count_by_region(now)
