@@ -17,7 +17,7 @@ Starts its own mosquitto and influxd (loopback, temporary directories) and real
    queryable to the last and the service's CPU per message meanwhile; the ratio on/off and
    the difference, the stage's CPU per message.
 
-    .venv/bin/python bench/alerts.py [--bins 60] [--load 1000] [--messages 40000] [--json]
+    .venv/bin/python bench/alerts.py [--bins 60] [--load 1000] [--messages 30000] [--json]
 
 Exits 1 if a bin's alert never arrives (within 10 s) — a correctness failure, not a figure.
 """
@@ -247,11 +247,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--bins", type=int, default=60, help="bins driven over the threshold (>= 50)")
-    ap.add_argument("--gap", type=float, default=0.25, help="seconds between two bins going over")
+    ap.add_argument("--gap", type=float, default=0.2, help="seconds between two bins going over")
     ap.add_argument("--load", type=float, default=1000.0, help="background msg/s of other devices")
     ap.add_argument("--load-devices", type=int, default=1000)
     ap.add_argument(
-        "--messages", type=int, default=40_000, help="backlog drained, stage on and off"
+        "--messages", type=int, default=30_000, help="backlog drained, stage on and off"
     )
     ap.add_argument("--rounds", type=int, default=2, help="drains per setting, interleaved")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
