@@ -216,8 +216,8 @@ def crew_view(stack: Stack) -> None:
     ranked = sorted(per_alert.items(), key=lambda kv: (kv[0] == "offline", -kv[1][0], kv[0]))
     out.line(
         "  fired/resolved  "
-        + " · ".join(episodes(alert, f, r) for alert, (f, r) in ranked[:5])
-        + (f" · +{len(ranked) - 5} more" if len(ranked) > 5 else "")
+        + " · ".join(episodes(alert, f, r) for alert, (f, r) in ranked[:4])
+        + (f" · +{len(ranked) - 4} more" if len(ranked) > 4 else "")
     )
 
     def rank(a: crew.Alert) -> tuple[int, float]:
@@ -232,7 +232,8 @@ def crew_view(stack: Stack) -> None:
         for a in sorted((a for a in shown if a.region == region), key=rank)[:FIRING_SHOWN]:
             p = a.payload
             value = p.get("value")
-            text = f"{value:g} {UNITS.get(a.alert, '')}" if isinstance(value, int | float) else "-"
+            unit = "%" if a.alert.startswith("bin_full_") else UNITS.get(a.alert, "")
+            text = f"{value:g} {unit}" if isinstance(value, int | float) else "-"
             where = " ".join(str(p[k]) for k in ("site", "fraction") if p.get(k))
             out.line(
                 f"    {region:<10} {a.device_id:<16} {a.alert:<14} {text:>8}  "
