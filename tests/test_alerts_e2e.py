@@ -35,7 +35,7 @@ from ingest.fleet.retained import read_retained
 from tests.conftest import MakeIngest
 from tests.test_fleet_support import Bin, simulated, spec
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 MIN = 60_000
 FLEET = """device_id,kind,region,lat,lon,capacity_l,fraction,site,report_interval_s
@@ -104,9 +104,19 @@ _regions = itertools.count()
 
 
 @pytest.fixture
-def region() -> str:
-    """A region of the test's own: the session broker keeps other tests' retained alerts."""
-    return f"t{next(_regions)}-{time.time_ns() % 10**6}"
+def region(mosquitto: Any) -> Iterator[str]:
+    """A region of the test's own: the session broker keeps retained alerts across tests.
+    Afterwards its retained alerts are cleared, so that no later test's taza-ingest finds
+    (and clears) them."""
+    name = f"t{next(_regions)}-{time.time_ns() % 10**6}"
+    yield name
+    left = retained_now(mosquitto, name)
+    if left:
+        cleaner = Publisher(mosquitto.host, mosquitto.port, f"clean-{name}")
+        for topic in left:
+            cleaner.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
+        cleaner.close()
+        assert retained_now(mosquitto, name) == {}, "retained alerts left behind"
 
 
 @pytest.fixture

@@ -229,3 +229,27 @@ def test_full_threshold_pct_column_is_optional_validated_and_saved(tmp_path: Pat
         fmt="json",
     )
     assert json_fleet["eb-1"].full_threshold_pct == 65.0
+
+
+def test_the_retained_sync_clears_stale_topics_and_republishes_only_what_differs(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    published = Published()
+    stage = make_stage(tmp_path, FakeWriter(), published)
+    loop.run_until_complete(stage.delivered(fills([70.0, 78.0, 81.0, 84.0])))
+    (firing,) = stage.firing()
+    topic = "taza/v1/alerts/almaty/eb-1/full"
+    stale = "taza/v1/alerts/almaty/eb-7/fire"
+
+    def sync(retained: dict[str, bytes]) -> list[tuple[str, bytes, int, bool]]:
+        published.clear()
+        stage.read_retained = lambda: retained
+        loop.run_until_complete(stage.sync_retained())
+        return list(published)
+
+    same = b'{"state": "firing", "episode": "%s"}' % firing.episode.encode()
+    assert sync({topic: same, stale: b'{"episode": "eb-7/fire/1"}'}) == [(stale, b"", 1, True)]
+    again = sync({topic: b'{"episode": "eb-1/full/1"}'})
+    assert [(t, retain) for t, _, _, retain in again] == [(topic, True)]
+    assert b'"state":"firing"' in again[0][1]
+    assert [t for t, *_ in sync({})] == [topic], "a broker that lost its retained store"
