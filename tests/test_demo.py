@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.demo.report import INFLUXQL_EXAMPLES
+from devstack.demo.report import INFLUXQL_EXAMPLES, shell_arg
 from devstack.servers import MissingBinary, find_binary
 from tests.conftest import REPO as REPO_ROOT
 
@@ -156,7 +156,40 @@ def check_report(out: str) -> None:
     dead = re.search(r"dead-letter store \(\S+\): (\d+) rejected messages", out)
     assert dead, out
     assert int(dead[1]) == int(rejected[1]), "dead-letter store and verify disagree"
+    check_crew_view(out)
     assert len(out.splitlines()) < 100, f"no walls of logs:\n{out}"
+
+
+def check_crew_view(out: str) -> list[tuple[str, str, str]]:
+    """The crew view: alerts fired and resolved per region (live over MQTT), `full` episodes
+    that collections resolved, what fires now, collections detected, anomalies flagged;
+    returns the (region, device, alert) listed as firing now."""
+    assert re.search(r"^\s+alerts\s+fired [1-9]\d* · resolved \d+ · firing ", out, re.M), out
+    regions = dict(
+        (m[0], (int(m[1]), int(m[2])))
+        for m in re.findall(r"^\s+(almaty|astana)\s+(\d+)\s+(\d+)\s{3}\S", out, re.MULTILINE)
+    )
+    assert set(regions) == {"almaty", "astana"}, out
+    assert all(fired > 0 for fired, _ in regions.values()), f"a region without alerts:\n{out}"
+    full = re.search(r"fired/resolved\s.*\bfull (\d+)/(\d+) \((\d+) collected\)", out)
+    assert full, out
+    fired, resolved, collected = map(int, full.groups())
+    assert min(fired, resolved, collected) > 0, out
+    assert resolved <= fired, out
+    firing = re.findall(
+        r"^\s+(almaty|astana)\s+((?:eb|rvm)-\S+)\s+(\w+)\s+[\d.]+ ?\S*\s+since ", out, re.M
+    )
+    assert firing, f"nothing listed as firing now:\n{out}"
+    found = re.search(r"collections detected \(measurement collection\): (\d+) \(", out)
+    assert found, out
+    assert int(found[1]) > 0, out
+    examples = re.findall(
+        r"^\s+eb-\S+\s+\w{3} \d\d \w{3} \d\d:\d\d\s+([\d.]+) % →\s+([\d.]+) %$", out, re.M
+    )
+    assert examples, out
+    assert all(float(before) > float(after) for before, after in examples), out
+    assert re.search(r"anomalies flagged \(.*\): .*\bspike [1-9]", out), out
+    return firing
 
 
 def influxql(url: str, q: str) -> list[object]:
@@ -187,8 +220,9 @@ def test_demo_runs_twice_in_one_directory_and_its_examples_work(tmp_path: Path) 
     assert influx, out
     assert ingest, out
     for comment, q in INFLUXQL_EXAMPLES:
-        assert f"q '{q}'" in out
+        assert f"q {shell_arg(q)}" in out
         assert influxql(influx[1], q), f"printed example ({comment}) returns nothing: {q}"
+    check_printed_commands_work(out)
     with _no_proxy.open(f"{ingest[1]}/metrics", timeout=5) as response:
         metrics = response.read().decode()
     received = re.search(r"^taza_messages_received_total (\S+)$", metrics, re.MULTILINE)
@@ -200,6 +234,57 @@ def test_demo_runs_twice_in_one_directory_and_its_examples_work(tmp_path: Path) 
     assert code == 0, second.output  # Ctrl-C is the normal end of --keep-running
     assert "stopped taza-ingest (exit 0), mosquitto, influxd" in second.output
     assert not survivors(var), survivors(var)
+
+
+def check_printed_commands_work(out: str) -> None:
+    """The InfluxQL examples and the alert-watching mosquitto_sub line, run by a shell exactly
+    as printed: each query answers rows, and mosquitto_sub shows (retained) every alert the
+    crew view lists as firing now."""
+    define = re.search(r"^\s+(q\(\) \{ curl .*; \})$", out, re.MULTILINE)
+    assert define, out
+    queries = re.findall(r"^\s+(q ['\"]SELECT .*)$", out, re.MULTILINE)
+    assert len(queries) == len(INFLUXQL_EXAMPLES), out
+    for line in queries:
+        done = subprocess.run(
+            ["bash", "-c", f"{define[1]}\n{line}"], capture_output=True, text=True, timeout=30
+        )
+        rows = done.stdout.strip().splitlines()
+        assert done.returncode == 0, f"{line}\n{done.stderr}"
+        assert len(rows) >= 2, f"printed example answers no rows: {line}\n{done.stdout}"
+        assert "error" not in done.stdout, f"{line}\n{done.stdout}"
+
+    watch = re.search(r"^\s+watch them\s+(mosquitto_sub .*)$", out, re.MULTILINE)
+    assert watch, out
+    assert watch[1].endswith("-t 'taza/v1/alerts/#' -v"), watch[1]
+    done = subprocess.run(
+        ["bash", "-c", f"{watch[1]} -W 3"], capture_output=True, text=True, timeout=30
+    )
+    retained: dict[tuple[str, str, str], dict[str, object]] = {}
+    for line in done.stdout.splitlines():
+        topic, _, payload = line.partition(" ")
+        parts = topic.split("/")
+        assert len(parts) == 6, line
+        assert parts[:3] == ["taza", "v1", "alerts"], line
+        retained[parts[3], parts[4], parts[5]] = json.loads(payload)
+    assert retained, f"mosquitto_sub showed no alert:\n{done.stdout}{done.stderr}"
+    assert all(doc["state"] == "firing" for doc in retained.values()), done.stdout
+    firing = check_crew_view(out)
+    missing = [key for key in firing if key not in retained]
+    assert not missing, f"listed as firing but not retained: {missing}\n{done.stdout}"
+    for (region, device, alert), doc in retained.items():
+        assert (doc["region"], doc["device_id"], doc["alert"]) == (region, device, alert), doc
+
+
+def test_printed_queries_reach_curl_unchanged() -> None:
+    """Each example as printed is one shell word that the shell hands over exactly (a query
+    with an InfluxQL string literal goes in double quotes); what it cannot quote it refuses."""
+    for _, q in INFLUXQL_EXAMPLES:
+        done = subprocess.run(
+            ["bash", "-c", f"printf %s {shell_arg(q)}"], capture_output=True, text=True, timeout=10
+        )
+        assert done.stdout == q
+    with pytest.raises(ValueError, match="one shell word"):
+        shell_arg("SELECT * FROM x WHERE a = '$HOME'")
 
 
 def test_ctrl_c_mid_run_stops_everything(tmp_path: Path) -> None:

@@ -3,11 +3,13 @@ exit status.
 
 Starts Mosquitto and InfluxDB 1.x on 127.0.0.1 (data under ``var/demo``), writes a fleet file,
 starts ``taza-ingest run`` on it, runs ``taza-sim run`` against the broker, and ends with the
-``taza-sim verify`` report, the fullest bins per region, the dead-letter summary and where to
-look next. Everything is a child process the demo stops itself, in order, also on Ctrl-C.
-docs/demo.md describes it. It needs no checkout: the servers are driven by
-:mod:`devstack.servers` (as in the integration tests) with the mosquitto.conf shipped in
-devstack; ``--var`` defaults to ``var/demo`` below the current directory.
+``taza-sim verify`` report, the fullest bins per region, the crew view (alerts received over
+MQTT during the run, what is firing now, collections detected, anomalies flagged), the
+dead-letter summary and where to look next. Everything is a child process the demo stops
+itself, in order, also on Ctrl-C. docs/demo.md describes it. It needs no checkout: the
+servers are driven by :mod:`devstack.servers` (as in the integration tests) with the
+mosquitto.conf shipped in devstack; ``--var`` defaults to ``var/demo`` below the current
+directory.
 """
 
 from __future__ import annotations
@@ -43,10 +45,14 @@ def run(stack: Stack) -> int:
     stack.start_servers()
     stack.write_fleet()
     stack.start_ingest()
+    stack.start_crew()
     stack.run_fleet()
     stack.wait_stored()
     verdict = report.verify(stack)
     report.fullest_bins(stack)
+    report.crew_view(stack)
+    report.collections_and_anomalies(stack)
+    stack.stop_crew()
     report.deadletter(stack)
     report.next_steps(stack)
     if o.keep_running:
@@ -194,6 +200,7 @@ def main(
             console.line(f"FAILED: {exc}")
             code = 1
     finally:
+        stack.stop_crew()
         clean = supervisor.stop_all()
     elapsed = time.monotonic() - started
     if code == 0 and not clean:

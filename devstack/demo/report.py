@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+from collections import Counter
+from datetime import UTC, datetime
 
-from devstack.demo.console import fmt, rel
+from devstack.demo import crew
+from devstack.demo.console import KZ, fmt, rel
 from devstack.demo.stack import DB, Stack
 from devstack.demo.supervisor import failure, flags, shown, tool
 from devstack.servers import HOST
@@ -40,7 +43,36 @@ INFLUXQL_EXAMPLES: list[tuple[str, str]] = [
         "SELECT sum(refund_minor) / 100 AS refund_kzt FROM deposit WHERE time > now() - 1d "
         "GROUP BY region",
     ),
+    (
+        "alert history: episodes started per region and alert",
+        "SELECT count(value) AS episodes FROM alert WHERE state = 'firing' AND time > now() - 2d "
+        "GROUP BY region, alert",
+    ),
+    (
+        "collections: how many per region, how full the bins were when emptied",
+        "SELECT count(fill_before_pct) AS collections, mean(fill_before_pct) AS before_pct, "
+        "mean(fill_after_pct) AS after_pct FROM collection WHERE time > now() - 2d GROUP BY region",
+    ),
+    (
+        "the last 5 collections, with the fill before and after",
+        "SELECT device_id, fill_before_pct, fill_after_pct FROM collection "
+        "ORDER BY time DESC LIMIT 5",
+    ),
+    (
+        "readings flagged as implausible, by kind",
+        "SELECT count(value) AS readings FROM anomaly WHERE time > now() - 2d GROUP BY anomaly",
+    ),
 ]
+
+
+def shell_arg(text: str) -> str:
+    """``text`` as one shell word: in single quotes, or in double quotes when it holds a
+    single quote (InfluxQL string literals); refused if the shell would expand anything."""
+    if "'" not in text:
+        return f"'{text}'"
+    if any(c in text for c in '"$`\\!'):
+        raise ValueError(f"cannot print {text!r} as one shell word")
+    return f'"{text}"'
 
 
 def verify(stack: Stack) -> int:
@@ -116,6 +148,138 @@ def fullest_bins(stack: Stack) -> None:
         out.line("  (no fill readings in the database)")
 
 
+UNITS = {"full": "%", "full_soon": "%", "battery_low": "%", "fire": "°C", "overheat": "°C"}
+UNITS |= {"tilted": "°", "offline": "s"}
+SEVERITY = {"critical": 0, "major": 1, "minor": 2}
+FIRING_SHOWN = 2  # per region
+COLLECTIONS_SHOWN = 2
+
+
+def num(value: object) -> float:
+    """A number from a query row or payload (JSON has no float/int distinction); 0 if none."""
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def watch_command(stack: Stack) -> str:
+    """The ``mosquitto_sub`` line that shows every alert, retained first, then live."""
+    assert stack.mosquitto is not None
+    return f"mosquitto_sub -h {HOST} -p {stack.mosquitto.port} -t '{crew.ALERTS}' -v"
+
+
+def local(value: object, pattern: str = "%a %H:%M") -> str:
+    """An RFC 3339 time (a payload's ``since``) or epoch ns (InfluxDB) in the regions' time."""
+    try:
+        if isinstance(value, int | float):
+            when = datetime.fromtimestamp(value / 1e9, UTC)
+        else:
+            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (TypeError, ValueError, OverflowError):
+        return "?"
+    return when.astimezone(KZ).strftime(pattern)
+
+
+def crew_view(stack: Stack) -> None:
+    """What crews got over MQTT during the run, and what a crew app connecting now is shown."""
+    feed = stack.crew
+    assert feed is not None
+    assert stack.mosquitto is not None
+    out = stack.out
+    feed.wait_quiet()
+    out.line()
+    out.line(f"crew view: alerts over MQTT ({crew.ALERTS}, QoS 1), as a crew app gets them")
+    if not feed.messages:
+        out.line("  no alert arrived during the run: taza-ingest published none")
+        return
+    now = crew.retained_now(stack.mosquitto.host, stack.mosquitto.port)
+    by_region = crew.count_by_region(now)
+    regions = sorted({r for r, _ in feed.fired} | set(by_region))
+    gone = "; offline: the fleet disconnected" if any(a.alert == "offline" for a in now) else ""
+    out.line(f"  {'region':<10} {'fired':>6} {'resolved':>8}   firing now (retained topics{gone})")
+    for region in regions:
+        fired = sum(n for (r, _), n in feed.fired.items() if r == region)
+        resolved = sum(n for (r, _), n in feed.resolved.items() if r == region)
+        kinds = crew.kinds_text(by_region.get(region, Counter()), 4) or "nothing"
+        out.line(f"  {region:<10} {fired:>6} {resolved:>8}   {kinds}")
+    per_alert: dict[str, list[int]] = {}
+    for (_, alert), n in feed.fired.items():
+        per_alert.setdefault(alert, [0, 0])[0] += n
+    for (_, alert), n in feed.resolved.items():
+        per_alert.setdefault(alert, [0, 0])[1] += n
+    collected = sum(
+        n for (alert, cause), n in feed.causes.items() if (alert, cause) == ("full", "collected")
+    )
+
+    def episodes(alert: str, fired: int, resolved: int) -> str:
+        note = f" ({collected} collected)" if alert == "full" and collected else ""
+        return f"{alert} {fired}/{resolved}{note}"
+
+    ranked = sorted(per_alert.items(), key=lambda kv: (kv[0] == "offline", -kv[1][0], kv[0]))
+    out.line(
+        "  fired/resolved  "
+        + " · ".join(episodes(alert, f, r) for alert, (f, r) in ranked[:4])
+        + (f" · +{len(ranked) - 4} more" if len(ranked) > 4 else "")
+    )
+
+    def rank(a: crew.Alert) -> tuple[int, float]:
+        return SEVERITY.get(str(a.payload.get("severity")), 3), -num(a.payload.get("value"))
+
+    shown = [a for a in now if a.alert != "offline"]
+    if shown:
+        out.line(
+            f"  firing now, most severe and fullest first (at most {FIRING_SHOWN} per region):"
+        )
+    for region in regions:
+        for a in sorted((a for a in shown if a.region == region), key=rank)[:FIRING_SHOWN]:
+            p = a.payload
+            value = p.get("value")
+            unit = "%" if a.alert.startswith("bin_full_") else UNITS.get(a.alert, "")
+            text = f"{value:g} {unit}" if isinstance(value, int | float) else "-"
+            where = " ".join(str(p[k]) for k in ("site", "fraction") if p.get(k))
+            out.line(
+                f"    {region:<10} {a.device_id:<16} {a.alert:<14} {text:>8}  "
+                f"since {local(p.get('since'))}  {where}"
+            )
+    out.line(f"  watch them    {watch_command(stack)}")
+
+
+def collections_and_anomalies(stack: Stack) -> None:
+    """The emptyings taza-ingest detected and the readings it flagged, from InfluxDB."""
+    assert stack.influxd is not None
+    out = stack.out
+    rows = stack.influxd.query(
+        "SELECT count(fill_before_pct) AS n, mean(fill_before_pct) AS before FROM collection "
+        "GROUP BY region",
+        DB,
+    )
+    total = int(sum(num(r.get("n")) for r in rows))
+    out.line()
+    if not total:
+        out.line("collections detected (measurement collection): none")
+    else:
+        parts = ", ".join(f"{r.get('region')} {r.get('n')}" for r in rows)
+        before = sum(num(r.get("before")) * num(r.get("n")) for r in rows) / total
+        out.line(
+            f"collections detected (measurement collection): {total} ({parts}), "
+            f"emptied at {before:.0f} % on average"
+        )
+        examples = stack.influxd.query(
+            "SELECT device_id, fill_before_pct, fill_after_pct FROM collection "
+            f"ORDER BY time DESC LIMIT {COLLECTIONS_SHOWN}",
+            DB,
+        )
+        for r in examples:
+            out.line(
+                f"    {r.get('device_id')!s:<16} {local(r.get('time'), '%a %d %b %H:%M')}   "
+                f"{num(r.get('fill_before_pct')):5.1f} % → {num(r.get('fill_after_pct')):4.1f} %"
+            )
+    flagged = stack.influxd.query("SELECT count(value) AS n FROM anomaly GROUP BY anomaly", DB)
+    kinds = Counter({str(r.get("anomaly")): int(num(r.get("n"))) for r in flagged})
+    out.line(
+        "anomalies flagged (measurement anomaly; stored, kept out of alerts): "
+        + (crew.kinds_text(kinds) or "none")
+    )
+
+
 def deadletter(stack: Stack) -> None:
     out = stack.out
     out.line()
@@ -166,7 +330,7 @@ def next_steps(stack: Stack) -> None:
     out.line(f"    {q}")
     for comment, query in INFLUXQL_EXAMPLES:
         out.line(f"    # {comment}")
-        out.line(f"    q '{query}'")
+        out.line(f"    q {shell_arg(query)}")
     out.line(
         f"  dead letters  {shown('taza-ingest')} deadletter --data-dir {rel(stack.data_dir)} "
         "--tail 5"
@@ -180,6 +344,7 @@ def next_steps(stack: Stack) -> None:
         f"  MQTT          mosquitto_sub -h {HOST} -p {stack.mosquitto.port} "
         "-t 'taza/v1/+/+/+/state' -v    (retained presence of every device)"
     )
+    out.line(f"                {watch_command(stack)}    (alerts firing now, then live)")
     logs = [
         stack.var / "ingest.log",
         stack.var / "sim.log",

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from devstack import metrics
 from devstack.demo.console import Console, fmt, progress_header, progress_row, rel
+from devstack.demo.crew import AlertFeed
 from devstack.demo.supervisor import (
     Child,
     DemoError,
@@ -70,6 +71,7 @@ class Stack:
         self.influxd: InfluxDB1 | None = None
         self.ingest: Child | None = None
         self.http = ""
+        self.crew: AlertFeed | None = None
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TAZA_")}
         self.env["PYTHONUNBUFFERED"] = "1"
 
@@ -155,6 +157,9 @@ class Stack:
                 "TAZA_DATA_DIR": str(self.data_dir),
                 "TAZA_HTTP_ADDR": f"{HOST}:{port}",
                 "TAZA_LOG_FORMAT": "text",
+                # The simulated day is replayed in a minute, so its alerts are hours old by the
+                # wall clock; live notification for all of it, as if the day were happening now.
+                "TAZA_ALERT_NOTIFY_MAX_AGE_S": str(int(self.o.duration_s * self.o.speed) + 3600),
             }
             t0 = time.monotonic()
             self.ingest = self.sup.spawn("taza-ingest", [*tool("taza-ingest"), "run"], log, env=env)
@@ -182,6 +187,16 @@ class Stack:
                 return None
             time.sleep(0.2)
         raise failure(f"taza-ingest was not ready within {timeout:.0f} s", child.log)
+
+    def start_crew(self) -> None:
+        """A crew app's subscription to every alert, before any device publishes."""
+        assert self.mosquitto is not None
+        self.crew = AlertFeed(self.mosquitto.host, self.mosquitto.port).start()
+
+    def stop_crew(self) -> None:
+        if self.crew is not None:
+            self.crew.stop()
+            self.crew = None
 
     def run_fleet(self) -> None:
         o = self.o
@@ -235,6 +250,8 @@ class Stack:
             row = self._row(latest, time.monotonic() - t0)
             if time.monotonic() >= next_row:
                 self.out.line(row)
+                if self.crew is not None and self.crew.messages:
+                    self.out.line(self.crew.live_line())
                 next_row += every
             else:
                 self.out.status(row)
