@@ -233,7 +233,7 @@
         if (pct != null && pct >= thresholdOf(d)) g.full += 1;
       }
       if (isOffline(d)) g.offline += 1;
-      const c = d.completeness_pct ?? d.completeness_today_pct;
+      const c = d.completeness_pct_today;
       if (c != null) g.compl.push(Number(c));
       groups.set(d.region, g);
     }
@@ -293,25 +293,25 @@
 
   let chart = null;
 
+  /** uPlot's columns: interval starts, mean fill, and each anomaly's reading at the interval
+   *  it falls in (null elsewhere: drawn as red points only). */
   function historyPoints(doc) {
     const xs = [], ys = [], marks = [];
-    for (const p of items(doc)) {
-      const t = Date.parse(p.time);
-      if (Number.isNaN(t)) continue;
-      const v = p.fill_pct ?? p.value ?? p.mean ?? null;
-      xs.push(t / 1000);
-      ys.push(v == null ? null : Number(v));
-      const anomalous = p.anomaly || (Array.isArray(p.anomalies) && p.anomalies.length);
-      marks.push(anomalous ? (v == null ? null : Number(v)) : null);
+    for (const p of doc.points || []) {
+      xs.push(Date.parse(p.time) / 1000);
+      ys.push(p.fill_pct);
+      marks.push(null);
     }
-    for (const a of Array.isArray(doc && doc.anomalies) ? doc.anomalies : []) {
+    let flagged = 0;
+    for (const a of doc.anomalies || []) {
       const t = Date.parse(a.time) / 1000;
-      if (Number.isNaN(t)) continue;
-      let i = xs.findIndex((x) => x >= t);
-      if (i < 0) i = xs.length - 1;
-      if (i >= 0) marks[i] = a.value ?? ys[i];
+      let i = xs.length - 1;
+      while (i > 0 && xs[i] > t) i -= 1;
+      if (i < 0) continue;
+      marks[i] = Math.max(marks[i] ?? 0, a.value);
+      flagged += 1;
     }
-    return [xs, ys, marks];
+    return { data: [xs, ys, marks], flagged };
   }
 
   async function selectDevice(id, pan) {
@@ -333,11 +333,11 @@
   }
 
   function drawChart(doc) {
-    const data = historyPoints(doc);
+    const { data, flagged } = historyPoints(doc);
     const n = data[0].length;
-    const nAnom = data[2].filter((v) => v != null).length;
+    const what = doc.measurement === "rvm_bin" ? "fullest storage bin" : "fill level";
     $("history-note").textContent = n
-      ? `${n} points, last 24 h${nAnom ? ` · ${nAnom} flagged as anomalies (red)` : ""}`
+      ? `${what}, every ${doc.every} over the last 24 h${flagged ? ` · ${flagged} reading${flagged === 1 ? "" : "s"} flagged as anomalies (red)` : ""}`
       : "No readings in the last 24 h.";
     const box = $("chart");
     const width = Math.max(260, box.clientWidth);
@@ -356,6 +356,7 @@
     box.replaceChildren();
     chart = new uPlot(opts, data, box);
     box.dataset.points = String(n);
+    box.dataset.anomalies = String(flagged);
   }
 
   window.addEventListener("resize", () => {
