@@ -38,6 +38,7 @@ import orjson
 import structlog
 
 from devices import Registry, RegistryError
+from ingest.api.context import ApiContext, influx_for
 from ingest.batch import Batch, DeadLetter, DeliveredSink, Incoming
 from ingest.config import Settings, parse_host_port
 from ingest.deadletter import DeadLetterStore
@@ -137,7 +138,17 @@ class Service:
         self.watchdog = Watchdog(settings.stall_timeout_s)
         self._watch_stages()
         host, port = parse_host_port(settings.http_addr)
-        self.http = HttpServer(host, port, self.metrics, self.readiness, self.watchdog.check)
+        influx, no_history = influx_for(settings)
+        api = ApiContext(
+            self.metrics,
+            self.readiness,
+            self.watchdog.check,
+            fleet=getattr(self, "fleet", None),
+            registry=self.registry,
+            influx=influx,
+            history_unsupported=no_history,
+        )
+        self.http = HttpServer(host, port, api)
         self.metrics.queue_depth.set_function(lambda: self.intake.unacked)
 
     def _watch_stages(self) -> None:
@@ -233,6 +244,7 @@ class Service:
             "delivery": self.delivery.run(self.batches),
             "replay": self.delivery.replay_forever(),
             "watchdog": self.watchdog.run(),
+            "http": self.http.wait(),
         }
         if self.settings.stats_interval_s > 0:
             coros["stats"] = self._stats_forever(self.settings.stats_interval_s)

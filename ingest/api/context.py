@@ -1,0 +1,76 @@
+"""Everything the routes read, handed to :func:`ingest.api.build_app` once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+
+from devices.registry import DeviceInfo
+from ingest.api.errors import HistoryUnsupported, Unavailable
+from ingest.api.influx import InfluxReader
+from ingest.api.view import FleetView
+from ingest.config import Settings
+from ingest.fleet import Forecast
+from ingest.metrics import Metrics
+
+ReadyCheck = Callable[[], tuple[bool, dict[str, object]]]
+HealthCheck = Callable[[], tuple[bool, dict[str, dict[str, object]]]]
+Planner = Callable[[str | None, float, int | None, bool], Awaitable[dict[str, Any]]]
+"""(region, horizon_s, trucks, geojson) → the plan document (the planner's own model)."""
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+"""The fleet page (``index.html`` and its files), served at ``/`` and ``/static/``."""
+
+
+@dataclass
+class ApiContext:
+    metrics: Metrics
+    ready: ReadyCheck
+    health: HealthCheck
+    fleet: FleetView | None = None
+    registry: Mapping[str, DeviceInfo] | None = None
+    influx: InfluxReader | None = None
+    history_unsupported: str | None = None
+    """Why history is not served (set with the v2 writer), or None."""
+    planner: Planner | None = None
+    web_dir: Path = WEB_DIR
+    forecasts: dict[str, tuple[int, Forecast | None]] = field(default_factory=dict)
+    """device → (level time, forecast): a forecast is computed once per new reading."""
+
+    def need_fleet(self) -> FleetView:
+        if self.fleet is None:
+            raise Unavailable("the fleet state is not running in this service", reason="no_fleet")
+        return self.fleet
+
+    def need_influx(self) -> InfluxReader:
+        if self.influx is None:
+            raise HistoryUnsupported(self.history_unsupported or "no database to read history")
+        return self.influx
+
+
+def context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+def influx_for(settings: Settings) -> tuple[InfluxReader | None, str | None]:
+    """The history reader for these settings, or why there is none."""
+    if settings.influx_api != "v1":
+        return None, (
+            "history is read with InfluxQL from InfluxDB 1.x; this service writes with "
+            "TAZA_INFLUX_API=v2 (InfluxDB 2.x / VictoriaMetrics): query that database directly"
+        )
+    password = settings.influx_password.get_secret_value() if settings.influx_password else None
+    reader = InfluxReader(
+        settings.influx_url,
+        settings.influx_db,
+        rp=settings.influx_rp,
+        user=settings.influx_user,
+        password=password,
+        timeout_s=settings.influx_timeout_s,
+    )
+    return reader, None

@@ -1,0 +1,1 @@
+"""One module per resource; each has a ``router`` mounted under ``/api/v1``."""
