@@ -33,8 +33,12 @@ COLUMNS = (
     "fraction",
     "site",
     "report_interval_s",
+    "full_threshold_pct",
 )
 """Fleet-file columns, in this order when taza writes a file."""
+
+OPTIONAL_COLUMNS = frozenset({"full_threshold_pct"})
+"""Columns a file may leave out altogether (written only when some device has a value)."""
 
 SITE_MAX = 64
 _MAX_INTERVAL_S = 31 * 86_400
@@ -58,6 +62,7 @@ class DeviceInfo:
     fraction: str | None
     site: str | None
     report_interval_s: int
+    full_threshold_pct: float | None = None
 
 
 class Registry(Mapping[str, DeviceInfo]):
@@ -118,15 +123,25 @@ class Registry(Mapping[str, DeviceInfo]):
 
     def dumps(self, fmt: str = "csv") -> str:
         """The fleet as a file ``load`` reads back unchanged (for ``taza-sim fleet --out``)."""
+        devices = self._by_id.values()
+        used = [c for c in OPTIONAL_COLUMNS if any(getattr(d, c) is not None for d in devices)]
+        columns = [c for c in COLUMNS if c not in OPTIONAL_COLUMNS or c in used]
         if fmt == "json":
-            rows = [dict(zip(COLUMNS, astuple(d), strict=True)) for d in self._by_id.values()]
+            rows = [
+                {c: v for c, v in zip(COLUMNS, astuple(d), strict=True) if c in columns}
+                for d in self._by_id.values()
+            ]
             return json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(COLUMNS)
+        w.writerow(columns)
         for d in self._by_id.values():
+            row = dict(zip(COLUMNS, astuple(d), strict=True))
             w.writerow(
-                ["" if v is None else repr(v) if type(v) is float else v for v in astuple(d)]
+                [
+                    "" if v is None else repr(v) if type(v) is float else v
+                    for v in (row[c] for c in columns)
+                ]
             )
         return buf.getvalue()
 
@@ -243,7 +258,7 @@ def _check_columns(names: list[str], name: str, line: int) -> None:
         if names.count(n) > 1:
             raise RegistryError(name, line, n, "column given twice")
     for c in COLUMNS:
-        if c not in names:
+        if c not in names and c not in OPTIONAL_COLUMNS:
             raise RegistryError(name, line, c, f"missing column {c!r}")
 
 
@@ -281,7 +296,8 @@ def _device(row: dict[str, object], name: str, line: int) -> DeviceInfo:
             # a doubled one as one: the same site would become different tags on different stores.
             r.fail("site", f"{site!r} contains a backslash, which tags cannot carry portably")
     interval = r.integer("report_interval_s", 1, _MAX_INTERVAL_S)
-    return DeviceInfo(device_id, kind, region, lat, lon, capacity, fraction, site, interval)
+    full = r.optional_number("full_threshold_pct", 0, 100)
+    return DeviceInfo(device_id, kind, region, lat, lon, capacity, fraction, site, interval, full)
 
 
 _WS = re.compile(r"\s*")

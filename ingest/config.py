@@ -6,6 +6,7 @@ traceback an hour later. Defaults work against the local demo servers.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,8 @@ from pydantic_settings import (
 from devices import INTAKE_FILTER
 from devices.broker import BrokerURL
 from ingest.errors import ConfigError
+from ingest.fleet.errors import FleetConfigError
+from ingest.fleet.settings import FleetSettings
 
 ENV_PREFIX = "TAZA_"
 
@@ -127,6 +130,26 @@ class Settings(BaseSettings):
         30.0, gt=0, description="on SIGTERM, how long to store and ack what is in flight"
     )
 
+    alerts_enabled: bool = Field(
+        True, description="the fleet-state / alert stage (collections, anomalies, crew alerts)"
+    )
+    alerts: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the TOML [alerts] table: thresholds, [alerts.fraction.*], [alerts.site.*]",
+    )
+    alert_notify_max_age_s: float | None = Field(
+        None,
+        ge=0,
+        description="older alert transitions (a drained backlog) go to history only "
+        "[default: alerts.notify_max_age_s, else 3600]",
+    )
+    alert_tick_interval_s: float = Field(
+        10.0, gt=0, le=300, description="how often offline-by-silence is judged (wall clock)"
+    )
+    alert_snapshot_interval_s: float = Field(
+        30.0, gt=0, le=3600, description="fleet-state snapshot at most this often"
+    )
+
     @field_validator("mqtt_url")
     @classmethod
     def _check_mqtt_url(cls, v: str) -> str:
@@ -159,6 +182,24 @@ class Settings(BaseSettings):
         if self.influx_api == "v2" and self.influx_token is None:
             self.influx_token = SecretStr("")
         return self
+
+    @field_validator("alerts")
+    @classmethod
+    def _check_alerts(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            FleetSettings.from_mapping(v)
+        except FleetConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @property
+    def fleet_settings(self) -> FleetSettings:
+        """The ``[alerts]`` table with ``TAZA_ALERT_NOTIFY_MAX_AGE_S`` over its
+        ``notify_max_age_s``."""
+        fleet = FleetSettings.from_mapping(self.alerts)
+        if self.alert_notify_max_age_s is not None:
+            fleet = dataclasses.replace(fleet, notify_max_age_s=self.alert_notify_max_age_s)
+        return fleet
 
     @classmethod
     def settings_customise_sources(
@@ -201,6 +242,7 @@ class Settings(BaseSettings):
             "registry": str(self.registry) if self.registry else None,
             "data_dir": str(self.data_dir),
             "http": self.http_addr,
+            "alerts": self.alerts_enabled,
         }
 
 

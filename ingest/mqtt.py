@@ -246,9 +246,9 @@ class MqttIntake(Lifetime):
 
     # ---- publishing ------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         if self.client.is_connected():
-            self.client.publish(topic, payload, qos=qos)
+            self.client.publish(topic, payload, qos=qos, retain=retain)
 
     # ---- paho callbacks (run in the event loop thread via loop_read) ------------------
 

@@ -8,9 +8,11 @@
                 ─ lines ───▶ database, or spool (fsync) ◀─▶ replay: spool → database, in order
                 │   then, only for a stored batch:
                 ├─▶ Acknowledger (MqttAcknowledger): PUBACK on the message's own connection
-                └─▶ DeliveredSink — none by default: each stored batch's Accepted messages
-                    (decoded message + registry entry), once, in order, after the PUBACK.
-                    The fleet-state / alert stage attaches here (``Service(sink=...)``).
+                └─▶ DeliveredSink: each stored batch's Accepted messages (decoded message +
+                    registry entry), once, in order, after the PUBACK. By default the
+                    fleet-state / alert stage (``FleetStage``, ``TAZA_ALERTS_ENABLED``):
+                    journal → Fleet.apply → alerts published via the intake (QoS 1,
+                    retained per message) → history lines → database, or fleet-spool.
 
 One way only: no stage calls back into the service. Queues are bounded and the broker's
 Receive Maximum bounds what is unacknowledged, so a slow database leaves the backlog with
@@ -19,6 +21,12 @@ once (``StageFailed``, exit 1, the reason logged) rather than live on as a zombi
 watchdog turns a stage that is stuck with work into ``/healthz`` 503. On stop, what is in
 flight gets ``drain_timeout_s`` to be stored and acknowledged; a thread ends the process
 should the shutdown itself hang.
+
+``Service.fleet`` is the ``FleetStage`` (``None`` when disabled); the HTTP API reads the current
+state through its read-only accessors only: ``states()`` (every ``DeviceState``),
+``get(device_id)`` (one, or None), ``firing()`` (every firing ``AlertTransition``), ``len()``.
+Its tasks (``fleet-clock``, ``fleet-history``, ``fleet-replay``) are in the task set and
+watched like the others; at stop it flushes its history and writes its snapshot.
 
 The writer is built through the module's ``make_writer``: the one seam where tests put a faulty
 writer into the real service (``tests/faulty_ingest.py``).
@@ -44,6 +52,9 @@ from ingest.config import Settings, parse_host_port
 from ingest.deadletter import DeadLetterStore
 from ingest.delivery import Delivery
 from ingest.errors import ConfigError, IngestError, StageFailed
+from ingest.fleet.errors import FleetConfigError
+from ingest.fleet.retained import read_retained
+from ingest.fleet.stage import FleetStage
 from ingest.http import HttpServer
 from ingest.metrics import Metrics
 from ingest.mqtt import IntakeOptions, MqttIntake
@@ -117,6 +128,9 @@ class Service:
             raise ConfigError(f"TAZA_DATA_DIR {data_dir}: {exc}") from None
         self.writer = make_writer(settings)
         self.intake = MqttIntake(intake_options(settings), self.metrics, self.intake_queue)
+        self.fleet = self._fleet_stage() if settings.alerts_enabled else None
+        if sink is None:
+            sink = self.fleet
         self.pipeline = Pipeline(
             self.metrics,
             limits=limits_from(settings.max_payload_bytes, settings.max_age_s, settings.strict),
@@ -151,6 +165,30 @@ class Service:
         self.http = HttpServer(host, port, api)
         self.metrics.queue_depth.set_function(lambda: self.intake.unacked)
 
+    def _fleet_stage(self) -> FleetStage:
+        settings = self.settings
+        broker = settings.broker
+        ca_file = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
+        client_id = f"{settings.mqtt_client_id}-alerts-sync"
+        try:
+            return FleetStage(
+                settings.fleet_settings,
+                writer=self.writer,
+                publish=self.intake.publish,
+                data_dir=settings.data_dir,
+                registry=self.registry,
+                metrics=self.metrics.registry,
+                ready=lambda: self.intake.subscribed,
+                read_retained=lambda: read_retained(broker, client_id, ca_file=ca_file),
+                spool_max_bytes=settings.spool_max_bytes,
+                tick_interval_s=settings.alert_tick_interval_s,
+                snapshot_interval_s=settings.alert_snapshot_interval_s,
+            )
+        except FleetConfigError as exc:
+            raise ConfigError(f"TAZA_REGISTRY: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"TAZA_DATA_DIR {settings.data_dir}: {exc}") from None
+
     def _watch_stages(self) -> None:
         intake, pipeline, delivery = self.intake, self.pipeline, self.delivery
         self.watchdog.watch(
@@ -177,6 +215,18 @@ class Service:
             busy=lambda: not self.spool.empty,
             progress=lambda: self.spool.count + self._write_attempts(),
         )
+        fleet = self.fleet
+        if fleet is not None:
+            history = fleet.history
+            self.watchdog.watch(
+                "fleet-history",
+                busy=lambda: not history.idle or not history.spool.empty,
+                progress=lambda: history.progress,
+                holding=lambda: (
+                    "the fleet spool is full: acknowledgements held" if history.spool_full else None
+                ),
+            )
+            self.watchdog.watch("fleet-clock", busy=lambda: True, progress=lambda: fleet.ticks)
 
     def _write_attempts(self) -> int:
         """Completed database writes, good or bad: a stage retrying a slow database moves."""
@@ -218,6 +268,9 @@ class Service:
             stack.callback(self.deadletters.close)
             await self.writer.start()
             self.delivery.mark_database_up(await self.writer.ping())
+            if self.fleet is not None:
+                stack.callback(self.fleet.close)
+                self.fleet.open()
             log.info(
                 "taza_ingest_started",
                 **self.settings.summary(),
@@ -246,6 +299,8 @@ class Service:
             "watchdog": self.watchdog.run(),
             "http": self.http.wait(),
         }
+        if self.fleet is not None:
+            coros.update(self.fleet.tasks())
         if self.settings.stats_interval_s > 0:
             coros["stats"] = self._stats_forever(self.settings.stats_interval_s)
         return {name: asyncio.create_task(coro, name=name) for name, coro in coros.items()}
@@ -272,10 +327,13 @@ class Service:
         log.info("taza_ingest_stopping", pending=self.intake.unacked)
         self.intake.stop_accepting()
         flow = [tasks["pipeline"], tasks["delivery"]]
+        deadline = asyncio.get_running_loop().time() + drain_s
         try:
             async with asyncio.timeout(drain_s):
                 await self.intake_queue.put(STOP)
                 await asyncio.wait(flow)
+            if self.fleet is not None:
+                await self.fleet.finish(max(1.0, deadline - asyncio.get_running_loop().time()))
         except TimeoutError:
             log.error(
                 "drain_timeout",

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import pytest
 
 from devices.message import Channel, Status
-from devices.registry import DeviceInfo
 from ingest.fleet import (
     AlertState,
     Anomaly,
@@ -369,14 +366,7 @@ def test_fault_codes_alone_fire_fire_and_sensor_fault() -> None:
 
 
 def test_the_fleet_file_column_full_threshold_pct_overrides_per_device() -> None:
-    """Once the registry carries the optional column, the stage uses it as it is."""
-
-    @dataclass(frozen=True, slots=True)
-    class WithThreshold(DeviceInfo):
-        full_threshold_pct: float | None = None
-
-    base = info()
-    own = WithThreshold(*(getattr(base, f.name) for f in fields(DeviceInfo)), 65.0)
-    b = Bin(Fleet(), own)
+    """The registry's optional column ``full_threshold_pct`` is this bin's own threshold."""
+    b = Bin(Fleet(), replace(info(), full_threshold_pct=65.0))
     b.fills([*ramp(40, 64, 8), 66.0, 67.0])
     assert [t.threshold for t in transitions(b.events, "full")] == [65.0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from devstack.servers import InfluxDB1
 from ingest.fleet import (
     AlertState,
     AlertTransition,
@@ -17,7 +18,6 @@ from ingest.fleet import (
     lines,
     plan_mqtt,
 )
-from tests.servers import InfluxDB1
 from tests.test_fleet_support import (
     MIN,
     T0,

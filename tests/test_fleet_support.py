@@ -19,7 +19,7 @@ from devices.message import Channel, Fill, Kind, Message, Presence, Status, Topi
 from devices.registry import DeviceInfo
 from ingest.fleet import AlertState, AlertTransition, Event, Fleet
 from simulator.ecobox import EcoBox, EcoboxParams
-from simulator.fleet import DeviceSpec, device_rng
+from simulator.fleet import device_rng
 from simulator.stream import PUBLISH, FaultConfig, Models, StreamStats, device_stream
 
 T0 = 1_780_000_000_000  # 2026-05-28T20:26:40Z
@@ -105,18 +105,19 @@ def transitions(
 
 def spec(
     device_id: str, kind: str = "ecobox", interval: int = 900, site: str = "residential"
-) -> DeviceSpec:
-    return DeviceSpec(device_id, kind, "almaty", 43.25, 76.9, 240.0 if kind == "ecobox" else 150.0,
-                      "plastic" if kind == "ecobox" else "", site, interval)  # fmt: skip
+) -> DeviceInfo:
+    """A simulated device (the simulator models take the registry's ``DeviceInfo``)."""
+    return DeviceInfo(device_id, Kind(kind), "almaty", 43.25, 76.9,
+                      240.0 if kind == "ecobox" else 150.0,
+                      "plastic" if kind == "ecobox" else None, site, interval)  # fmt: skip
 
 
-def registry_entry(s: DeviceSpec) -> DeviceInfo:
-    return DeviceInfo(s.device_id, Kind(s.kind), s.region, s.lat, s.lon, s.capacity_l,
-                      s.fraction or None, s.site or None, s.report_interval_s)  # fmt: skip
+def registry_entry(s: DeviceInfo) -> DeviceInfo:
+    return s
 
 
 def deliveries(
-    s: DeviceSpec, *, days: float, seed: int = 7, faults: FaultConfig | None = None
+    s: DeviceInfo, *, days: float, seed: int = 7, faults: FaultConfig | None = None
 ) -> Iterator[tuple[int, Message]]:
     """(wall-clock ms the message reaches taza, the stored message), in publish order: the
     device's messages decoded by the contract (deliberately malformed ones are refused there)."""
@@ -133,14 +134,14 @@ def deliveries(
 
 
 def simulated(
-    s: DeviceSpec, *, days: float, seed: int = 7, faults: FaultConfig | None = None
+    s: DeviceInfo, *, days: float, seed: int = 7, faults: FaultConfig | None = None
 ) -> Iterator[Message]:
     """The device's stored messages, in publish order."""
     for _, m in deliveries(s, days=days, seed=seed, faults=faults):
         yield m
 
 
-def true_levels(s: DeviceSpec, *, days: float, seed: int = 7) -> tuple[dict[int, float], int]:
+def true_levels(s: DeviceInfo, *, days: float, seed: int = 7) -> tuple[dict[int, float], int]:
     """Ground truth of an eco-box stream: true fill level at each fill reading's ts (ms), and
     the emptyings that happened between its first and last reading."""
     box = EcoBox(s, device_rng(seed, s.device_id, stream=2), EcoboxParams())

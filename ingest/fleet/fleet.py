@@ -63,7 +63,7 @@ class Fleet:
     def _thresholds(self, info: DeviceInfo | None) -> Thresholds:
         if info is None:
             return self.settings.defaults
-        own = getattr(info, "full_threshold_pct", None)  # the optional fleet-file column
+        own = info.full_threshold_pct  # the optional fleet-file column
         return self.settings.thresholds_for(info.fraction, info.site, own)
 
     # ----- snapshot -------------------------------------------------------------------------

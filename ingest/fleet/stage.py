@@ -1,0 +1,321 @@
+"""The fleet stage wired into taza-ingest: the ``DeliveredSink`` that keeps fleet state,
+writes its history and publishes crew alerts.
+
+Per delivered batch (in the delivery task, after the PUBACK): journal the batch
+(:mod:`ingest.fleet.persist`), ``Fleet.apply`` each message with the delivery time as
+``now_ms``, publish :func:`plan_mqtt`'s messages (QoS 1, retained per message) through the
+intake's ``publish``, and hand the events' lines to :class:`History` (database, else
+``data_dir/fleet-spool``). ``apply`` costs ~25 µs a message, so it runs right there; the
+delivery task waits only when history can be neither written nor spooled.
+
+The clock task (``fleet-clock``) judges ``offline`` on the wall clock every
+``alert_tick_interval_s``, writes the snapshot at most every ``alert_snapshot_interval_s``
+(only when every line handed to history so far is stored, so the journal it truncates is no
+longer needed), and each time the intake becomes ready (start, reconnect) brings the retained
+alert topics in line with what fires: every firing alert is published again (retained) and a
+retained alert topic that no longer fires is cleared.
+
+Read-only accessors for the HTTP API (stable names): :meth:`states`, :meth:`get`,
+:meth:`firing`, ``len(stage)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from devices.registry import DeviceInfo
+from ingest.batch import Accepted
+from ingest.fleet.errors import FleetConfigError, SnapshotError
+from ingest.fleet.events import AlertTransition, Anomaly, Collection, Event
+from ingest.fleet.fleet import Fleet
+from ingest.fleet.history import History
+from ingest.fleet.output import alert_payload, alert_topic, lines, plan_mqtt
+from ingest.fleet.persist import JOURNAL, SNAPSHOT, Journal, read_journal, write_atomically
+from ingest.fleet.retained import RetainedReadError
+from ingest.fleet.settings import FleetSettings
+from ingest.fleet.state import DeviceState
+from ingest.spool import Spool
+from ingest.writers import Writer
+
+log = structlog.get_logger("ingest.fleet")
+
+CLOCK_STEP_S = 0.5
+
+
+class Publish(Protocol):
+    """The intake's ``publish``."""
+
+    def __call__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
+
+
+RetainedReader = Callable[[], dict[str, bytes]]
+"""Blocking: {topic: payload} retained under taza/v1/alerts/# (run in a thread)."""
+
+
+def check_registry(settings: FleetSettings, registry: Mapping[str, DeviceInfo] | None) -> None:
+    """Resolve every device's thresholds once, at start: a ``full_threshold_pct`` at or below
+    the clear level must stop the start, not the delivery task at that bin's first reading."""
+    for device_id, info in (registry or {}).items():
+        try:
+            settings.thresholds_for(info.fraction, info.site, info.full_threshold_pct)
+        except FleetConfigError as exc:
+            raise FleetConfigError(f"fleet file, device {device_id}: {exc}") from None
+
+
+class FleetStage:
+    def __init__(
+        self,
+        settings: FleetSettings,
+        *,
+        writer: Writer,
+        publish: Publish,
+        data_dir: Path,
+        registry: Mapping[str, DeviceInfo] | None,
+        metrics: CollectorRegistry,
+        ready: Callable[[], bool],
+        read_retained: RetainedReader | None,
+        spool_max_bytes: int,
+        tick_interval_s: float = 10.0,
+        snapshot_interval_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        check_registry(settings, registry)
+        self.settings = settings
+        self.registry = registry
+        self.publish = publish
+        self.ready = ready
+        self.read_retained = read_retained
+        self.tick_interval_s = tick_interval_s
+        self.snapshot_interval_s = snapshot_interval_s
+        self.clock = clock
+        self.directory = data_dir / "fleet"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.fleet = Fleet(settings)
+        self.history = History(writer, Spool(data_dir / "fleet-spool", spool_max_bytes), metrics)
+        self.journal: Journal | None = None
+        self.ticks = 0  # the clock task's progress, for the watchdog
+        self.applied = 0
+        self.restore_seconds = 0.0
+        self._last_snapshot = time.monotonic()
+        self.published = Counter(
+            "taza_alert_messages_published_total",
+            "alert messages published for crews (retain: retained firing or clearing payload)",
+            ["retain"],
+            registry=metrics,
+        )
+        self.events = Counter(
+            "taza_fleet_events_total",
+            "fleet events by kind: collection, anomaly, alert (transitions)",
+            ["event"],
+            registry=metrics,
+        )
+        self.apply_seconds = Counter(
+            "taza_fleet_apply_seconds_total",
+            "CPU time of the fleet stage's per-message rules (divide by messages applied)",
+            registry=metrics,
+        )
+        self.applied_total = Counter(
+            "taza_fleet_messages_applied_total",
+            "delivered messages applied to the fleet state",
+            registry=metrics,
+        )
+        self.firing_gauge = Gauge(
+            "taza_alerts_firing", "alerts firing now (updated each tick)", registry=metrics
+        )
+        self.snapshot_seconds = Gauge(
+            "taza_fleet_snapshot_seconds", "time to write the last snapshot", registry=metrics
+        )
+        Gauge("taza_fleet_devices", "devices in the fleet state", registry=metrics).set_function(
+            lambda: len(self.fleet)
+        )
+
+    # ----- read-only accessors (the HTTP API) -----------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.fleet)
+
+    def states(self) -> Iterator[DeviceState]:
+        """Every device's current state (do not mutate; iterate within one loop step)."""
+        return iter(self.fleet.devices.values())
+
+    def get(self, device_id: str) -> DeviceState | None:
+        return self.fleet.get(device_id)
+
+    def firing(self) -> Iterator[AlertTransition]:
+        """Every alert firing now, as its firing transition (what the retained topics show)."""
+        return self.fleet.firing()
+
+    # ----- life -----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Restore the snapshot, re-apply the journal since it; the regenerated history lines
+        are written first thing (identical points overwrite themselves)."""
+        started = time.monotonic()
+        snapshot = self.directory / SNAPSHOT
+        from_snapshot = False
+        if snapshot.exists():
+            try:
+                self.fleet = Fleet.restore(snapshot.read_bytes(), self.settings, self.registry)
+                from_snapshot = True
+            except (SnapshotError, OSError) as exc:
+                kept = snapshot.with_name(SNAPSHOT + ".refused")
+                snapshot.rename(kept)
+                log.error(
+                    "fleet_snapshot_refused",
+                    error=str(exc),
+                    kept_as=str(kept),
+                    action="starting from the journal only: alerts may fire again",
+                )
+        journal = self.directory / JOURNAL
+        events: list[Event] = []
+        records = messages = 0
+        registry = self.registry
+        for now_ms, items in read_journal(journal):
+            records += 1
+            for device_id, accepted in items:
+                info = registry.get(device_id) if registry is not None else None
+                events += self.fleet.apply(accepted.message, info, now_ms)
+                messages += 1
+        self.history.pending = lines(events)
+        self.journal = Journal(journal)
+        self.journal.entries = records
+        self.restore_seconds = time.monotonic() - started
+        log.info(
+            "fleet_restored",
+            devices=len(self.fleet),
+            from_snapshot=from_snapshot,
+            journal_messages=messages,
+            firing=sum(1 for _ in self.fleet.firing()),
+            seconds=round(self.restore_seconds, 3),
+        )
+
+    def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
+        """Its tasks, for the service's task set (any that ends brings the service down)."""
+        return {
+            "fleet-clock": self.run_clock(),
+            "fleet-history": self.history.run(),
+            "fleet-replay": self.history.replay_forever(),
+        }
+
+    async def finish(self, timeout_s: float) -> None:
+        """At shutdown: store what history holds (bounded), then the final snapshot."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.history.flush()
+        except TimeoutError:
+            log.error(
+                "fleet_history_unflushed",
+                seconds=timeout_s,
+                action="no final snapshot; the journal rebuilds the rest at start",
+            )
+            return
+        self.save_snapshot()
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+
+    # ----- the sink -------------------------------------------------------------------------
+
+    async def delivered(self, messages: Sequence[Accepted]) -> None:
+        now_ms = int(self.clock() * 1000)
+        assert self.journal is not None, "FleetStage.open() first"
+        self.journal.append(now_ms, messages)
+        started = time.process_time()
+        apply = self.fleet.apply
+        events: list[Event] = []
+        for a in messages:
+            events += apply(a.message, a.device, now_ms)
+        self.apply_seconds.inc(time.process_time() - started)
+        self.applied_total.inc(len(messages))
+        self.applied += len(messages)
+        await self._emit(events, now_ms)
+
+    async def _emit(self, events: list[Event], now_ms: int) -> None:
+        if not events:
+            return
+        for m in plan_mqtt(events, now_ms, self.settings.notify_max_age_s):
+            self.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+            self.published.labels(retain=str(m.retain).lower()).inc()
+        for e in events:
+            kind = (
+                "alert"
+                if type(e) is AlertTransition
+                else "collection"
+                if type(e) is Collection
+                else "anomaly"
+                if type(e) is Anomaly
+                else "other"
+            )
+            self.events.labels(event=kind).inc()
+        await self.history.put(lines(events))
+
+    # ----- the clock task -------------------------------------------------------------------
+
+    async def run_clock(self) -> None:
+        """Ticks, snapshots, and the retained-topic sync whenever the intake becomes ready."""
+        next_tick = time.monotonic() + self.tick_interval_s
+        was_ready = False
+        while True:
+            await asyncio.sleep(min(CLOCK_STEP_S, self.tick_interval_s))
+            self.ticks += 1
+            ready = self.ready()
+            if ready and not was_ready:
+                await self.sync_retained()
+            was_ready = ready
+            mono = time.monotonic()
+            if mono >= next_tick:
+                next_tick = mono + self.tick_interval_s
+                now_ms = int(self.clock() * 1000)
+                await self._emit(self.fleet.tick(now_ms), now_ms)
+                self.firing_gauge.set(sum(len(s.alerts) for s in self.fleet.devices.values()))
+            if (
+                self.journal is not None
+                and self.journal.entries
+                and mono - self._last_snapshot >= self.snapshot_interval_s
+                and self.history.idle
+            ):
+                self.save_snapshot()
+
+    async def sync_retained(self) -> None:
+        """Retained alert topics = what fires now: republish every firing alert (a publish
+        lost while the broker was away, a broker that lost its retained store), clear those
+        retained topics that no longer fire (a clear lost in a crash)."""
+        retained: dict[str, bytes] = {}
+        if self.read_retained is not None:
+            try:
+                retained = await asyncio.to_thread(self.read_retained)
+            except (RetainedReadError, OSError) as exc:
+                log.warning(
+                    "fleet_retained_unread",
+                    error=str(exc),
+                    action="republishing what fires; stale retained alerts stay until cleared",
+                )
+        firing = {alert_topic(t): t for t in self.fleet.firing()}
+        cleared = 0
+        for topic in retained:
+            if topic not in firing:
+                self.publish(topic, b"", qos=1, retain=True)
+                cleared += 1
+        for topic, t in firing.items():
+            self.publish(topic, alert_payload(t), qos=1, retain=True)
+        self.published.labels(retain="true").inc(cleared + len(firing))
+        log.info(
+            "fleet_alerts_synced", firing=len(firing), stale_cleared=cleared, retained=len(retained)
+        )
+
+    def save_snapshot(self) -> None:
+        """Atomically (tmp, fsync, rename); then the journal it covers is truncated."""
+        started = time.monotonic()
+        write_atomically(self.directory / SNAPSHOT, self.fleet.snapshot())
+        if self.journal is not None:
+            self.journal.truncate()
+        self._last_snapshot = time.monotonic()
+        self.snapshot_seconds.set(self._last_snapshot - started)
