@@ -120,11 +120,11 @@
     const off = isOffline(d);
     return {
       radius: rvm ? 7 : 6,
-      color: off ? "#9aa5a1" : rvm ? "#4a6fd1" : "#ffffff",
-      weight: d.device_id === state.selected ? 4 : rvm || off ? 2.5 : 1.5,
-      dashArray: off ? "3 3" : null,
-      fillColor: off ? "#ffffff" : rvm ? "#dfe7fb" : colour(pct),
-      fillOpacity: 0.95,
+      color: off ? "#5f6b67" : rvm ? "#4a6fd1" : "#ffffff",
+      weight: d.device_id === state.selected ? 4 : rvm || off ? 2 : 1.5,
+      dashArray: off ? "2 3" : null,
+      fillColor: rvm ? "#dfe7fb" : colour(pct),
+      fillOpacity: off ? 0.45 : 0.95,
       className: `dev dev-${rvm ? "rvm" : "ecobox"}${off ? " dev-offline" : ""}`,
     };
   }
@@ -256,6 +256,14 @@
     }
   }
 
+  /** What set the alert, in the unit of its rule (docs/alerts.md: `value` and `threshold`). */
+  function alertValue(a) {
+    if (a.alert === "offline") return a.cause === "last_will" ? "last will" : `silent ${num(a.value / 60)} min`;
+    if (a.threshold == null) return a.cause === "fault" ? "fault code" : num(a.value, 1);
+    const unit = { fire: " °C", overheat: " °C", tilted: "°" }[a.alert] ?? " %";
+    return `${num(a.value, 0)}${unit}`;
+  }
+
   function drawAlerts() {
     const rows = state.alerts.filter(inRegion);
     const order = { critical: 0, major: 1, minor: 2 };
@@ -266,7 +274,7 @@
       const tr = el("tr", { "data-device-id": a.device_id, "data-alert": a.alert },
         el("td", {}, el("span", { class: `sev sev-${a.severity}` }, a.alert)),
         el("td", {}, a.device_id),
-        el("td", {}, a.value == null ? "–" : num(a.value, 1)),
+        el("td", {}, alertValue(a)),
         el("td", {}, hhmm(a.since)));
       tr.addEventListener("click", () => selectDevice(a.device_id, true));
       return tr;
@@ -337,7 +345,7 @@
     const n = data[0].length;
     const what = doc.measurement === "rvm_bin" ? "fullest storage bin" : "fill level";
     $("history-note").textContent = n
-      ? `${what}, every ${doc.every} over the last 24 h${flagged ? ` · ${flagged} reading${flagged === 1 ? "" : "s"} flagged as anomalies (red)` : ""}`
+      ? `${what}, every ${doc.every} over the last 24 h${flagged ? ` · red: ${flagged} reading${flagged === 1 ? "" : "s"} flagged as anomal${flagged === 1 ? "y" : "ies"}` : ""}`
       : "No readings in the last 24 h.";
     const box = $("chart");
     const width = Math.max(260, box.clientWidth);
@@ -345,9 +353,12 @@
       width,
       height: 200,
       scales: { y: { range: [0, 100] } },
-      axes: [{ stroke: "#66756f" }, { stroke: "#66756f", values: (u, v) => v.map((x) => `${x} %`) }],
+      axes: [
+        { stroke: "#66756f", values: (u, ticks) => ticks.map((t) => hhmm(t * 1000)) },
+        { stroke: "#66756f", values: (u, ticks) => ticks.map((x) => `${x} %`) },
+      ],
       series: [
-        {},
+        { value: (u, t) => (t == null ? "–" : new Date(t * 1000).toLocaleString([], { hourCycle: "h23", dateStyle: "short", timeStyle: "short" })) },
         { label: "fill %", stroke: "#0f7b5f", width: 2, fill: "rgba(15,123,95,0.08)", spanGaps: true },
         { label: "anomaly", stroke: "#d64541", paths: () => null, points: { show: true, size: 9, fill: "#d64541" } },
       ],
@@ -414,11 +425,19 @@
       }),
       guarded("plan", async () => {
         const wanted = state.region ? [state.region] : regions();
-        state.plans = await Promise.all(wanted.map((r) => getJSON(`${API}/collection-plan${query({ region: r, format: "geojson" })}`)));
+        state.plans = [];
+        state.planError = null;
+        try {
+          state.plans = await Promise.all(wanted.map((r) => getJSON(`${API}/collection-plan${query({ region: r, format: "geojson" })}`)));
+        } catch (err) {
+          state.planError = String(err.message || err);
+          throw err;
+        }
       }),
     ]);
     drawCollections();
     drawRoutes();
+    if (state.planError) $("plan").replaceChildren(el("p", { class: "empty" }, `No plan: ${state.planError}`));
     setStatus();
     body.dataset.planLoaded = "true";
   }
