@@ -41,12 +41,12 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 format: venv
-	$(BIN)/ruff format ingest devices simulator devstack tests bench
-	$(BIN)/ruff check --fix ingest devices simulator devstack tests bench
+	$(BIN)/ruff format ingest devices simulator devstack operators tests bench
+	$(BIN)/ruff check --fix ingest devices simulator devstack operators tests bench
 
 lint: venv
-	$(BIN)/ruff check ingest devices simulator devstack tests bench
-	$(BIN)/ruff format --check ingest devices simulator devstack tests bench
+	$(BIN)/ruff check ingest devices simulator devstack operators tests bench
+	$(BIN)/ruff format --check ingest devices simulator devstack operators tests bench
 	$(BIN)/mypy
 
 test: setup lint

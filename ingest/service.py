@@ -157,7 +157,7 @@ class Service:
             self.metrics,
             self.readiness,
             self.watchdog.check,
-            fleet=getattr(self, "fleet", None),
+            fleet=self.fleet,
             registry=self.registry,
             influx=influx,
             history_unsupported=no_history,

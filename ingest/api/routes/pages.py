@@ -31,6 +31,7 @@ async def swagger() -> HTMLResponse:
         swagger_js_url=f"{SWAGGER_URL}/swagger-ui-bundle.js",
         swagger_css_url=f"{SWAGGER_URL}/swagger-ui.css",
         swagger_favicon_url=f"{SWAGGER_URL}/favicon-32x32.png",
+        swagger_ui_parameters={"validatorUrl": None},  # else it calls validator.swagger.io
     )
 
 

@@ -1,0 +1,5 @@
+"""The operators' tools: a client of taza-ingest's HTTP API (``/api/v1``) and the ``taza`` CLI.
+
+Nothing here reads the database or the broker directly: every answer is the API's, so the CLI
+and the API cannot disagree.
+"""
