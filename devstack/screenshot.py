@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +51,12 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 DB = "taza"
 STEP_MS = 15 * 60 * 1000
 
-ShowKind = Literal["full", "spike"]
+ShowKind = Literal["full", "spike", "late"]
 #: Readings (oldest first, one per 15 min, the last one now) of the showcase bins.
 READINGS: dict[ShowKind, tuple[float, ...]] = {
     "full": (52.0, 58.0, 64.0, 70.0, 76.0, 82.0, 88.0, 93.0),  # 24 %/h: `full` fires at 88
     "spike": (30.0, 32.0, 34.0, 36.0, 78.0, 38.0, 40.0, 42.0),  # 78 is a glitch: a `spike`
+    "late": (52.0, 58.0, 64.0, 70.0, 76.0, 82.0, 88.0, 93.0),  # like full, published later
 }
 
 
@@ -103,9 +104,12 @@ class Fleet:
     showcase: tuple[Showcase, ...]
 
 
-def write_fleet(var: Path, *, ecoboxes: int, rvms: int, regions: Sequence[str], seed: int) -> Fleet:
+def write_fleet(
+    var: Path, *, ecoboxes: int, rvms: int, regions: Sequence[str], seed: int, late: bool = False
+) -> Fleet:
     """The simulator's fleet file, and a registry with one full bin per region and one bin
-    with a spike added near the centre of each region's bins."""
+    with a spike added near the centre of each region's bins; with ``late``, also one bin in
+    the first region that nothing feeds (a test turns it full while the page watches)."""
     var.mkdir(parents=True, exist_ok=True)
     sim_fleet = var / "fleet.csv"
     opts = flags(ecoboxes=ecoboxes, rvms=rvms, regions=",".join(regions), seed=seed)
@@ -125,7 +129,10 @@ def write_fleet(var: Path, *, ecoboxes: int, rvms: int, regions: Sequence[str], 
         bins = [r for r in rows if r["region"] == region and r["kind"] == "ecobox"]
         lat = sum(float(r["lat"]) for r in bins) / len(bins)
         lon = sum(float(r["lon"]) for r in bins) / len(bins)
-        for i, kind in enumerate(READINGS):
+        kinds: list[ShowKind] = ["full", "spike"]
+        if late and region == regions[0]:
+            kinds.append("late")
+        for i, kind in enumerate(kinds):
             device_id = f"eb-{region}-{kind}"
             showcase.append(Showcase(device_id, region, kind))
             row = dict(bins[0])
@@ -145,46 +152,72 @@ def write_fleet(var: Path, *, ecoboxes: int, rvms: int, regions: Sequence[str], 
     return Fleet(sim_fleet, registry, tuple(showcase))
 
 
-def feed(mqtt_url: str, fleet: Fleet, *, seed: int, duration_s: float) -> int:
-    """Run the simulated fleet (the last 24 h in ``duration_s``), then the showcase readings.
-    Returns how many messages the broker acknowledged."""
+def start_fleet_run(
+    mqtt_url: str, fleet: Fleet, *, seed: int, duration_s: float
+) -> subprocess.Popen[bytes]:
+    """``taza-sim run``: the simulated fleet publishes the last 24 h in ``duration_s``."""
     log = fleet.sim_fleet.with_name("run.jsonl")
     opts = flags(broker=mqtt_url, fleet=fleet.sim_fleet, seed=seed, log=log)
     opts += flags(speed=f"{86400 / duration_s:g}", duration=f"{duration_s:g}s")
-    subprocess.run(
-        [*tool("taza-sim"), "run", *opts, "--client-prefix", f"sim-page-{seed}", "--quiet"],
-        check=True,
-        capture_output=True,
-        timeout=duration_s + 120,
-    )
-    sent = sum(1 for _ in log.open())
+    out = fleet.sim_fleet.with_name("sim.log").open("wb")
+    with out:
+        return subprocess.Popen(
+            [*tool("taza-sim"), "run", *opts, "--client-prefix", f"sim-page-{seed}", "--quiet"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_fleet_run(run: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    try:
+        rc = run.wait(timeout)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        run.wait()
+        raise AssertionError(f"taza-sim run did not finish within {timeout:.0f} s") from None
+    if rc != 0:
+        raise AssertionError(f"taza-sim run exited {rc}: see {log}")
+
+
+def feed(mqtt_url: str, fleet: Fleet, *, seed: int, duration_s: float) -> None:
+    """The whole simulated day, then the showcase bins (but ``late``): a state that holds still."""
+    run = start_fleet_run(mqtt_url, fleet, seed=seed, duration_s=duration_s)
+    wait_fleet_run(run, fleet.sim_fleet.with_name("sim.log"), duration_s + 120)
+    publish(mqtt_url, [b for b in fleet.showcase if b.kind != "late"], f"page-showcase-{seed}")
+
+
+def publish(mqtt_url: str, bins: Iterable[Showcase], client_id: str) -> int:
+    """The bins' readings, the last one now; returns how many the broker acknowledged."""
     url = urlsplit(mqtt_url)
-    pub = Publisher(url.hostname or "127.0.0.1", url.port or 1883, f"page-showcase-{seed}")
+    pub = Publisher(url.hostname or "127.0.0.1", url.port or 1883, client_id)
+    n = 0
     try:
         now_ms = int(time.time() * 1000)
-        for bin_ in fleet.showcase:
-            pub.publish(bin_.messages(now_ms))
+        for bin_ in bins:
+            messages = bin_.messages(now_ms)
+            pub.publish(messages)
+            n += len(messages)
         pub.wait_all_acked(30)
     finally:
         pub.close()
-    return sent + sum(len(b.readings) for b in fleet.showcase)
+    return n
 
 
 def api(base: str, path: str) -> Any:
+    """GET an /api/v1 document; anything but 200 is an error naming the path."""
     status, body = http_get(base + path, timeout=30)
     if status != 200:
         raise AssertionError(f"GET {path}: HTTP {status} {body[:500]}")
     return json.loads(body)
 
 
-def wait_showcase(base: str, fleet: Fleet, timeout: float = 60) -> None:
-    """Until the API reports the showcase bins' ``full`` alerts: the stage has seen the feed."""
-    want = {b.device_id for b in fleet.showcase if b.kind == "full"}
+def wait_full(base: str, device_ids: Iterable[str], timeout: float = 60) -> None:
+    """Until the API reports these bins' ``full`` alerts: the fleet stage has seen them."""
+    want = set(device_ids)
 
     def firing() -> bool:
-        doc = api(base, "/api/v1/alerts")
-        items = doc if isinstance(doc, list) else doc.get("items", [])
-        return want <= {a["device_id"] for a in items if a["alert"] == "full"}
+        items = api(base, "/api/v1/alerts?alert=full")["items"]
+        return want <= {a["device_id"] for a in items}
 
     wait_until(firing, timeout, f"the full alerts of {sorted(want)}", interval=0.5)
 
@@ -193,7 +226,9 @@ def wait_showcase(base: str, fleet: Fleet, timeout: float = 60) -> None:
 def stack(
     var: Path, *, ecoboxes: int, rvms: int, regions: Sequence[str], seed: int, duration_s: float
 ) -> Iterator[str]:
-    """mosquitto + influxd + taza-ingest, fed; yields taza-ingest's base URL."""
+    """mosquitto + influxd + taza-ingest, the showcase bins fed and the simulated fleet
+    running (so its devices are online); yields taza-ingest's base URL while the fleet runs
+    and waits for the run to end on exit."""
     if var.exists():
         shutil.rmtree(var)
     with Mosquitto(var / "mosquitto") as mosquitto, InfluxDB1(var / "influxdb") as influxd:
@@ -211,11 +246,19 @@ def stack(
             },
             free_port(),
         ).start()
+        t0 = time.monotonic()
+        run = start_fleet_run(mosquitto.url, fleet, seed=seed, duration_s=duration_s)
         try:
-            feed(mosquitto.url, fleet, seed=seed, duration_s=duration_s)
-            wait_showcase(ingest.url, fleet)
+            publish(mosquitto.url, fleet.showcase, f"page-showcase-{seed}")
+            wait_full(ingest.url, [b.device_id for b in fleet.showcase if b.kind == "full"])
+            # most of the simulated day first: fill levels, collections, a plan worth drawing
+            time.sleep(max(0.0, 0.8 * duration_s - (time.monotonic() - t0)))
             yield ingest.url
+            wait_fleet_run(run, fleet.sim_fleet.with_name("sim.log"), duration_s + 120)
         finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
             ingest.stop()
 
 
