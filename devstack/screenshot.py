@@ -252,7 +252,7 @@ def stack(
             publish(mosquitto.url, fleet.showcase, f"page-showcase-{seed}")
             wait_full(ingest.url, [b.device_id for b in fleet.showcase if b.kind == "full"])
             # most of the simulated day first: fill levels, collections, a plan worth drawing
-            time.sleep(max(0.0, 0.8 * duration_s - (time.monotonic() - t0)))
+            time.sleep(max(0.0, 0.6 * duration_s - (time.monotonic() - t0)))
             yield ingest.url
             wait_fleet_run(run, fleet.sim_fleet.with_name("sim.log"), duration_s + 120)
         finally:
@@ -278,6 +278,7 @@ def photograph(base: str, out_dir: Path) -> list[Path]:
                 spike = f"eb-{region}-spike"
                 page.locator(f'path.dev[data-device-id="{spike}"]').dispatch_event("click")
                 page.wait_for_selector("#chart canvas", timeout=15_000)
+                page.add_style_tag(content=".leaflet-tooltip { display: none; }")  # the click's
                 page.wait_for_timeout(500)  # let the chart and the map settle
                 path = out_dir / name
                 page.screenshot(path=str(path), full_page=name != "fleet-page.png")
@@ -296,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rvms", type=int, default=10)
     ap.add_argument("--regions", default="almaty,astana")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--duration", type=float, default=15.0, help="real seconds of fleet run")
+    ap.add_argument("--duration", type=float, default=20.0, help="real seconds of fleet run")
     ap.add_argument(
         "--keep-running", action="store_true", help="after the pictures, serve until Ctrl-C"
     )
