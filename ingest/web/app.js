@@ -183,6 +183,16 @@
     return [...n].sort((a, b) => b[1] - a[1] || String(a[0]).localeCompare(String(b[0])))[0][0];
   }
 
+  const DEPOT_STYLE = { radius: 9, color: "#ffffff", weight: 3, fillColor: "#1d2a26", fillOpacity: 1, className: "depot" };
+
+  /** improvement_ratio = fallback km ÷ OR-Tools km: how much shorter the solver's routes are. */
+  function gain(props) {
+    const r = Number(props.improvement_ratio);
+    if (props.solver !== "ortools" || !r) return "";
+    if (Math.abs(r - 1) < 0.0005) return " · same as the fallback";
+    return r > 1 ? ` · ${num((1 - 1 / r) * 100, 1)} % shorter than the fallback` : ` · ${num((1 / r - 1) * 100, 1)} % longer than the fallback`;
+  }
+
   function drawRoutes() {
     routeLayer.clearLayers();
     const summary = $("plan");
@@ -191,22 +201,20 @@
     for (const plan of state.plans) {
       const props = plan.properties || {};
       const routes = (plan.features || []).filter((f) => f.geometry && f.geometry.type === "LineString");
+      // stops are the bins' own markers; the depot and the lines are the plan's
       L.geoJSON(plan, {
-        filter: (f) => f.geometry && f.geometry.type !== "Point" ? true : (f.properties || {}).kind === "depot",
-        style: (f) => ({
+        filter: (f) => f.geometry.type === "LineString" || (f.properties || {}).kind === "depot",
+        style: (f) => (f.geometry.type === "Point" ? DEPOT_STYLE : {
           color: routeColour((f.properties || {}).truck),
           weight: 3,
           opacity: 0.85,
           className: "route",
         }),
-        pointToLayer: (f, latlng) =>
-          L.circleMarker(latlng, { radius: 8, color: "#1d2a26", weight: 2, fillColor: "#ffffff", fillOpacity: 1, className: "depot" })
-            .bindTooltip(`depot · ${props.region || ""}`),
+        pointToLayer: (f, latlng) => L.circleMarker(latlng, DEPOT_STYLE).bindTooltip(`depot · ${props.region || ""}`),
       }).addTo(routeLayer);
       drawn += routes.length;
       const head = el("div", { class: "route" }, el("b", {}, props.region || "plan"),
-        el("span", {}, `${routes.length} route${routes.length === 1 ? "" : "s"} · ${num(props.distance_km, 1)} km · ${props.solver || ""}` +
-          (props.improvement_ratio ? ` · ${num((props.improvement_ratio - 1) * 100, 1)} % shorter than the fallback` : "")));
+        el("span", {}, `${routes.length} route${routes.length === 1 ? "" : "s"} · ${num(props.distance_km, 1)} km · ${props.solver || ""}${gain(props)}`));
       summary.append(head);
       for (const r of routes) {
         const p = r.properties || {};
