@@ -25,6 +25,7 @@ from devices.broker import BrokerURL
 from ingest.errors import ConfigError
 from ingest.fleet.errors import FleetConfigError
 from ingest.fleet.settings import FleetSettings
+from ingest.plan.settings import PlanSettings
 
 ENV_PREFIX = "TAZA_"
 
@@ -115,7 +116,9 @@ class Settings(BaseSettings):
         3, ge=1, le=20, description="attempts before a batch goes to the spool"
     )
 
-    http_addr: str = Field("127.0.0.1:8080", description="/metrics, /healthz, /readyz")
+    http_addr: str = Field(
+        "127.0.0.1:8080", description="/metrics, /healthz, /readyz, /api/v1, the fleet page"
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="text for people, json for collectors"
     )
@@ -148,6 +151,10 @@ class Settings(BaseSettings):
     )
     alert_snapshot_interval_s: float = Field(
         30.0, gt=0, le=3600, description="fleet-state snapshot at most this often"
+    )
+    plan: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the TOML [plan] table (collection plans); TAZA_PLAN_<NAME> over it",
     )
 
     @field_validator("mqtt_url")
@@ -201,6 +208,17 @@ class Settings(BaseSettings):
             fleet = dataclasses.replace(fleet, notify_max_age_s=self.alert_notify_max_age_s)
         return fleet
 
+    def plan_settings(self) -> PlanSettings:
+        """``[plan]`` with ``TAZA_PLAN_<NAME>`` environment variables over it (ConfigError)."""
+        try:
+            return _PlanFromEnv(**self.plan)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"TAZA_PLAN_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ConfigError(f"invalid collection-plan settings: {problems}") from None
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -244,6 +262,23 @@ class Settings(BaseSettings):
             "http": self.http_addr,
             "alerts": self.alerts_enabled,
         }
+
+
+class _PlanFromEnv(BaseSettings, PlanSettings):
+    """PlanSettings read from ``TAZA_PLAN_*``, over the TOML table given as keywords."""
+
+    model_config = SettingsConfigDict(env_prefix="TAZA_PLAN_", extra="forbid", case_sensitive=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -119,3 +119,5 @@ class HttpServer(Lifetime):
                 await task
         if self.ctx.influx is not None:
             await self.ctx.influx.close()
+        if self.ctx.plan_pool is not None:
+            await self.ctx.plan_pool.aclose()

@@ -59,6 +59,7 @@ from ingest.http import HttpServer
 from ingest.metrics import Metrics
 from ingest.mqtt import IntakeOptions, MqttIntake
 from ingest.pipeline import STOP, Pipeline, limits_from
+from ingest.plan import PlanPool
 from ingest.spool import Spool
 from ingest.watchdog import Watchdog
 from ingest.writers import make_writer
@@ -153,6 +154,7 @@ class Service:
         self._watch_stages()
         host, port = parse_host_port(settings.http_addr)
         influx, no_history = influx_for(settings)
+        plan = settings.plan_settings()
         api = ApiContext(
             self.metrics,
             self.readiness,
@@ -161,6 +163,8 @@ class Service:
             registry=self.registry,
             influx=influx,
             history_unsupported=no_history,
+            plan_settings=plan,
+            plan_pool=PlanPool(workers=plan.workers, cache_ttl_s=plan.cache_ttl_s),
         )
         self.http = HttpServer(host, port, api)
         self.metrics.queue_depth.set_function(lambda: self.intake.unacked)

@@ -99,8 +99,8 @@ def _show(doc: Any, as_json: bool, table: Callable[[Any], Table | str]) -> None:
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
-    for c in columns:
-        t.add_column(c, overflow="fold")
+    for n, c in enumerate(columns):
+        t.add_column(c, overflow="fold", no_wrap=n == 0)  # ids stay whole: people copy them
     for r in rows:
         t.add_row(*("" if v is None else _fmt(v) for v in r))
     if not rows:

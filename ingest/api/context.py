@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fastapi import Request
 
@@ -16,11 +15,10 @@ from ingest.api.view import FleetView
 from ingest.config import Settings
 from ingest.fleet import Forecast
 from ingest.metrics import Metrics
+from ingest.plan import PlanPool, PlanSettings
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, object]]]
 HealthCheck = Callable[[], tuple[bool, dict[str, dict[str, object]]]]
-Planner = Callable[[str | None, float, int | None, bool], Awaitable[dict[str, Any]]]
-"""(region, horizon_s, trucks, geojson) → the plan document (the planner's own model)."""
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 """The fleet page (``index.html`` and its files), served at ``/`` and ``/static/``."""
@@ -36,7 +34,9 @@ class ApiContext:
     influx: InfluxReader | None = None
     history_unsupported: str | None = None
     """Why history is not served (set with the v2 writer), or None."""
-    planner: Planner | None = None
+    plan_settings: PlanSettings | None = None
+    plan_pool: PlanPool | None = None
+    """The collection planner (its solver processes start on the first plan asked)."""
     web_dir: Path = WEB_DIR
     forecasts: dict[str, tuple[int, Forecast | None]] = field(default_factory=dict)
     """device → (level time, forecast): a forecast is computed once per new reading."""

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -95,9 +96,15 @@ STATE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _answer(status: int, reason: str, detail: str, param: str | None = None) -> JSONResponse:
+def _answer(
+    status: int,
+    reason: str,
+    detail: str,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     body = ErrorOut(reason=reason, detail=detail, param=param).model_dump()
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -119,7 +126,7 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _answer(exc.status_code, reason, str(exc.detail))
+        return _answer(exc.status_code, reason, str(exc.detail), headers=exc.headers)  # Allow
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid)

@@ -68,7 +68,7 @@ class History(BaseModel):
     measurement: str = Field(description="fill (eco-box) or rvm_bin (RVM: the fullest bin)")
     start: str = Field(serialization_alias="from")
     end: str = Field(serialization_alias="to")
-    every: str
+    every: str = Field(description="the interval used (coarser than asked beyond 5000 points)")
     points: list[HistoryPoint]
     anomalies: list[AnomalyOut]
 

@@ -100,7 +100,7 @@ async def alert_history(
         f'SELECT * FROM "alert" {where(r.start, r.end, {"region": region, "alert": alert}, *extra)}'
         f" ORDER BY time DESC LIMIT {limit + 1}"
     )
-    (series,) = await influx.query(q)
+    (series,) = ([],) if r.empty else await influx.query(q)
     rows = [row for s in series for row in s.rows]
     items = [
         AlertEvent(

@@ -34,7 +34,7 @@ async def collections(
         f'SELECT * FROM "collection" {where(r.start, r.end, tags)}'
         f" ORDER BY time DESC LIMIT {limit + 1}"
     )
-    (series,) = await influx.query(q)
+    (series,) = ([],) if r.empty else await influx.query(q)
     rows = [row for s in series for row in s.rows]
     registry = ctx.registry or {}
     items = [_item(row, registry) for row in rows[:limit]]

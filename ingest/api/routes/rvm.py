@@ -44,7 +44,7 @@ async def rvm_summary(
         f"{where(r.start, r.end, tags, TRANSACTION_POINTS)} "
         'GROUP BY "device_id", "region"'
     )
-    items_s, txn_s = await influx.query(items_q, txn_q)
+    items_s, txn_s = ([], []) if r.empty else await influx.query(items_q, txn_q)
     by_material: dict[str, int] = {}
     devices: dict[str, RvmDevice] = {}
 
