@@ -243,6 +243,7 @@ def stack(
                 "TAZA_INFLUX_URL": influxd.url,
                 "TAZA_INFLUX_DB": DB,
                 "TAZA_REGISTRY": str(fleet.registry),
+                "TAZA_PLAN_TIME_LIMIT_S": "2",
             },
             free_port(),
         ).start()
@@ -252,7 +253,11 @@ def stack(
             publish(mosquitto.url, fleet.showcase, f"page-showcase-{seed}")
             wait_full(ingest.url, [b.device_id for b in fleet.showcase if b.kind == "full"])
             # most of the simulated day first: fill levels, collections, a plan worth drawing
-            time.sleep(max(0.0, 0.6 * duration_s - (time.monotonic() - t0)))
+            time.sleep(max(0.0, 0.5 * duration_s - (time.monotonic() - t0)))
+            for region in regions:  # solved now, the page gets the plan from the API's cache
+                api(ingest.url, f"/api/v1/collection-plan?region={region}&format=geojson")
+            if run.poll() is not None:
+                raise AssertionError("the fleet run ended before the pictures: raise --duration")
             yield ingest.url
             wait_fleet_run(run, fleet.sim_fleet.with_name("sim.log"), duration_s + 120)
         finally:
@@ -281,7 +286,7 @@ def photograph(base: str, out_dir: Path) -> list[Path]:
                 page.add_style_tag(content=".leaflet-tooltip { display: none; }")  # the click's
                 page.wait_for_timeout(500)  # let the chart and the map settle
                 path = out_dir / name
-                page.screenshot(path=str(path), full_page=name != "fleet-page.png")
+                page.screenshot(path=str(path), full_page=True)
                 saved.append(path)
                 page.close()
         finally:
@@ -297,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rvms", type=int, default=10)
     ap.add_argument("--regions", default="almaty,astana")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--duration", type=float, default=20.0, help="real seconds of fleet run")
+    ap.add_argument("--duration", type=float, default=40.0, help="real seconds of fleet run")
     ap.add_argument(
         "--keep-running", action="store_true", help="after the pictures, serve until Ctrl-C"
     )

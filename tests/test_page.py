@@ -80,6 +80,7 @@ def stack(
             "TAZA_INFLUX_URL": influxd.url,
             "TAZA_INFLUX_DB": db,
             "TAZA_REGISTRY": str(fleet.registry),
+            "TAZA_PLAN_TIME_LIMIT_S": "1",  # the page asks for a plan per region: keep it short
         },
         free_port(),
     ).start()

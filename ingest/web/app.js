@@ -8,7 +8,7 @@
   const POLL_MS = 1000 * (Number(body.dataset.pollS) || 5);
   const SLOW_POLL_MS = 60000; // the plan runs a solver, collections change slowly
   const FULL_PCT = 80;
-  const ROUTE_COLOURS = ["#6a3fb5", "#0f7b5f", "#c2571a", "#1f6fb2", "#b0306a", "#5b7d1a"];
+  const ROUTE_COLOURS = ["#6a3fb5", "#1f6fb2", "#b0306a", "#00838f", "#3d3d3d", "#8d5a2b"]; // none a fill colour
   const $ = (id) => document.getElementById(id);
 
   const state = {
@@ -219,7 +219,7 @@
       for (const r of routes) {
         const p = r.properties || {};
         summary.append(el("div", { class: "route" }, el("i", { style: `background:${routeColour(p.truck)}` }),
-          `truck ${p.truck ?? "?"}`, el("span", {}, `${p.stops ?? "?"} stops · ${num(p.distance_km, 1)} km · ${num(p.load_l)} L · ${hhmm(p.start)}–${hhmm(p.end)}`)));
+          el("b", {}, `truck ${p.truck ?? "?"}`), el("span", {}, `${p.stops ?? "?"} stops · ${num(p.distance_km, 1)} km · ${num(p.load_l)} L · ${hhmm(p.start)}–${hhmm(p.end)}`)));
       }
       const unassigned = (plan.features || []).filter((f) => (f.properties || {}).kind === "unassigned").length;
       if (unassigned) summary.append(el("p", {}, `${unassigned} due bin${unassigned === 1 ? "" : "s"} unassigned`));
