@@ -261,7 +261,8 @@ def test_history_chart_marks_the_spike(laptop: Loaded, stack: Stack) -> None:
     assert doc["anomalies"][0]["value"] == 78.0
     chart = page.locator("#chart")
     assert chart.get_attribute("data-points") == str(len(doc["points"])) != "0"
-    assert chart.get_attribute("data-anomalies") == "1"
+    assert chart.get_attribute("data-marked") == "1", "one red point on the chart"
+    assert "1 reading flagged as anomaly" in page.inner_text("#history-note")
     assert "eb-almaty-spike" in page.inner_text("#history-device")
     frm = datetime.now(UTC) - timedelta(hours=24)
     again = api(

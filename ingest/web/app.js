@@ -318,16 +318,14 @@
       ys.push(p.fill_pct);
       marks.push(null);
     }
-    let flagged = 0;
     for (const a of doc.anomalies || []) {
       const t = Date.parse(a.time) / 1000;
       let i = xs.length - 1;
       while (i > 0 && xs[i] > t) i -= 1;
       if (i < 0) continue;
       marks[i] = Math.max(marks[i] ?? 0, a.value);
-      flagged += 1;
     }
-    return { data: [xs, ys, marks], flagged };
+    return { data: [xs, ys, marks], flagged: (doc.anomalies || []).length };
   }
 
   async function selectDevice(id, pan) {
@@ -375,7 +373,7 @@
     box.replaceChildren();
     chart = new uPlot(opts, data, box);
     box.dataset.points = String(n);
-    box.dataset.anomalies = String(flagged);
+    box.dataset.marked = String(data[2].filter((v) => v != null).length); // red points drawn
   }
 
   window.addEventListener("resize", () => {
