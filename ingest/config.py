@@ -306,7 +306,7 @@ def describe_settings() -> str:
     """The environment variables with defaults, for ``--help``."""
     rows = []
     for name, field in Settings.model_fields.items():
-        default = field.default
-        shown = "" if default is None else f" [default: {default}]"
+        default = field.get_default(call_default_factory=True)
+        shown = "" if default is None or default == {} else f" [default: {default}]"
         rows.append(f"  {ENV_PREFIX}{name.upper():<28} {field.description or ''}{shown}")
     return "\n".join(rows)

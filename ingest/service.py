@@ -129,7 +129,7 @@ class Service:
             raise ConfigError(f"TAZA_DATA_DIR {data_dir}: {exc}") from None
         self.writer = make_writer(settings)
         self.intake = MqttIntake(intake_options(settings), self.metrics, self.intake_queue)
-        self.fleet = self._fleet_stage() if settings.alerts_enabled else None
+        self.fleet = self._fleet_stage() if settings.alerts_enabled and sink is None else None
         if sink is None:
             sink = self.fleet
         self.pipeline = Pipeline(

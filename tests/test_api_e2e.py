@@ -30,7 +30,8 @@ from devices import Ignored, Rejected, decode
 from devices.registry import Registry
 from devstack.ingest_process import INGEST, IngestProcess, wait_until
 from devstack.publisher import Publisher
-from devstack.servers import InfluxDB1, Mosquitto, free_port
+from devstack.servers import InfluxDB1, MissingBinary, Mosquitto, free_port
+from ingest.api.params import duration_s
 from ingest.fleet import AlertTransition, Collection, Fleet
 from ingest.fleet.output import rfc3339
 from operators.cli import main as taza
@@ -87,9 +88,23 @@ def _crafted(now: datetime) -> list[tuple[str, bytes, datetime]]:
 
 
 @pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A broker of this module's own: the retained alert topics the service leaves must not
+    reach other tests (they subscribe to taza/# on the session broker)."""
+    server = Mosquitto(tmp_path_factory.mktemp("api-mosquitto"))
+    try:
+        server.start()
+    except MissingBinary as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def stack(
-    mosquitto: Mosquitto, influxd: InfluxDB1, tmp_path_factory: pytest.TempPathFactory
+    broker: Mosquitto, influxd: InfluxDB1, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
+    mosquitto = broker
     tmp = tmp_path_factory.mktemp("api")
     fleet_file = tmp / "fleet.csv"
     _sim("fleet", "--ecoboxes", "24", "--rvms", "6", "--regions", "almaty,astana",
@@ -295,6 +310,12 @@ def test_history_is_the_readings_downsampled(stack: Stack) -> None:
     assert min(p["min_pct"] for p in doc["points"]) == min(CRAFTED_LEVELS)
     hours = [datetime.fromisoformat(p["time"]) for p in doc["points"]]
     assert all(h.minute == 0 and h.second == 0 for h in hours)
+    fine = stack.get(f"/devices/{CRAFTED}/history", every="1s", **span)  # > 5000 intervals
+    assert duration_s(fine["every"]) * 5000 >= (stack.end - stack.start).total_seconds()
+    assert sum(p["readings"] for p in fine["points"]) == len(CRAFTED_LEVELS)
+    coarse = stack.get(f"/devices/{CRAFTED}/history", every="99999d", **span)
+    assert coarse["every"] == "366d"
+    assert sum(p["readings"] for p in coarse["points"]) == len(CRAFTED_LEVELS)
     anomalies = [e for e in stack.events if type(e).__name__ == "Anomaly"]
     api_anomalies = []
     for device_id in {a.source.device_id for a in anomalies}:
@@ -390,7 +411,7 @@ def test_schemathesis_finds_nothing(stack: Stack) -> None:
     assert "8 selected" in out.stdout or "/api/v1/fill-levels" in out.stdout, out.stdout[-3000:]
 
 
-def test_taken_port_is_a_clear_error(tmp_path: Path, mosquitto: Mosquitto) -> None:
+def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen(1)
@@ -398,7 +419,8 @@ def test_taken_port_is_a_clear_error(tmp_path: Path, mosquitto: Mosquitto) -> No
         out = subprocess.run(
             [*INGEST, "run"],
             env={**os.environ, "TAZA_DATA_DIR": str(tmp_path / "d"),
-                 "TAZA_HTTP_ADDR": f"127.0.0.1:{port}", "TAZA_MQTT_URL": mosquitto.url},
+                 "TAZA_HTTP_ADDR": f"127.0.0.1:{port}",
+                 "TAZA_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"},
             capture_output=True, text=True, timeout=30, cwd=REPO,
         )  # fmt: skip
     assert out.returncode == 2, out.stderr[-2000:]

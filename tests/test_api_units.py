@@ -199,8 +199,9 @@ def test_times_are_rfc3339_and_a_backwards_range_is_empty(fleet: Fleet) -> None:
         for bad in ("2026-05-02T00:00:00", "1777636770250", "0.5", "2026-02-30T00:00:00Z"):
             r = c.get("/api/v1/collections", params={"from": bad})
             assert (r.status_code, r.json()["param"]) == (422, "from"), bad
-        r = c.get("/api/v1/devices/eb-1/history", params={"every": "5 minutes"})
-        assert (r.status_code, r.json()["param"]) == (422, "every")
+        for every in ("5 minutes", "790134d", "0s"):
+            r = c.get("/api/v1/devices/eb-1/history", params={"every": every})
+            assert (r.status_code, r.json()["param"]) == (422, "every"), every
 
 
 def test_state_endpoints_without_fleet_state_are_503() -> None:
@@ -265,3 +266,16 @@ def test_unknown_path_is_json_404(api: TestClient) -> None:
     r = api.get("/api/v1/nothing")
     assert r.status_code == 404
     assert r.json()["reason"] == "not_found"
+
+
+def test_a_bug_in_a_route_is_a_json_500_not_a_crash(tmp_path: Path) -> None:
+    class Broken:
+        def states(self) -> Iterator[object]:
+            raise RuntimeError("boom")
+
+    ctx = ApiContext(Metrics(), lambda: (True, {}), lambda: (True, {}), fleet=Broken())  # type: ignore[arg-type]
+    with TestClient(build_app(ctx), raise_server_exceptions=False) as c:
+        r = c.get("/api/v1/fill-levels")
+        assert r.status_code == 500
+        assert r.json()["reason"] == "internal_error"
+        assert c.get("/readyz").status_code == 200, "the app still answers"

@@ -128,6 +128,11 @@ def install(app: FastAPI) -> None:
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _answer(exc.status_code, reason, str(exc.detail), headers=exc.headers)  # Allow
 
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises it after this answer: uvicorn logs the traceback.
+        return _answer(500, "internal_error", f"{type(exc).__name__}: the service logged it")
+
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(Exception, crashed)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)

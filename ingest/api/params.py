@@ -23,7 +23,7 @@ from ingest.api.errors import BadParameter
 
 REGION_PATTERN = f"^{REGION_RE.pattern}$"
 DEVICE_ID_PATTERN = f"^{DEVICE_ID_RE.pattern}$"
-DURATION_PATTERN = r"^[1-9][0-9]{0,5}[smhd]$"
+DURATION_PATTERN = r"^[1-9][0-9]{0,4}[smhd]$"
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Fraction = StrEnum("Fraction", {f: f for f in sorted(FRACTIONS)})  # type: ignore[misc]

@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -173,6 +174,7 @@ class FleetStage:
                     kept_as=str(kept),
                     action="starting from the journal only: alerts may fire again",
                 )
+        snapshot_s = time.monotonic() - started
         journal = self.directory / JOURNAL
         events: list[Event] = []
         records = messages = 0
@@ -194,6 +196,7 @@ class FleetStage:
             journal_messages=messages,
             firing=sum(1 for _ in self.fleet.firing()),
             seconds=round(self.restore_seconds, 3),
+            snapshot_seconds=round(snapshot_s, 3),
         )
 
     def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
@@ -285,9 +288,10 @@ class FleetStage:
                 self.save_snapshot()
 
     async def sync_retained(self) -> None:
-        """Retained alert topics = what fires now: republish every firing alert (a publish
-        lost while the broker was away, a broker that lost its retained store), clear those
-        retained topics that no longer fire (a clear lost in a crash)."""
+        """Retained alert topics = what fires now: publish each firing alert the broker does
+        not retain with its episode (a publish lost while the broker was away, a broker that
+        lost its retained store), clear retained topics that no longer fire (a clear lost in a
+        crash). An alert already retained as it is is left alone: crews get no duplicate."""
         retained: dict[str, bytes] = {}
         if self.read_retained is not None:
             try:
@@ -299,16 +303,22 @@ class FleetStage:
                     action="republishing what fires; stale retained alerts stay until cleared",
                 )
         firing = {alert_topic(t): t for t in self.fleet.firing()}
-        cleared = 0
+        cleared = republished = 0
         for topic in retained:
             if topic not in firing:
                 self.publish(topic, b"", qos=1, retain=True)
                 cleared += 1
         for topic, t in firing.items():
-            self.publish(topic, alert_payload(t), qos=1, retain=True)
-        self.published.labels(retain="true").inc(cleared + len(firing))
+            if _episode(retained.get(topic)) != t.episode:
+                self.publish(topic, alert_payload(t), qos=1, retain=True)
+                republished += 1
+        self.published.labels(retain="true").inc(cleared + republished)
         log.info(
-            "fleet_alerts_synced", firing=len(firing), stale_cleared=cleared, retained=len(retained)
+            "fleet_alerts_synced",
+            firing=len(firing),
+            republished=republished,
+            stale_cleared=cleared,
+            retained=len(retained),
         )
 
     def save_snapshot(self) -> None:
@@ -319,3 +329,14 @@ class FleetStage:
             self.journal.truncate()
         self._last_snapshot = time.monotonic()
         self.snapshot_seconds.set(self._last_snapshot - started)
+
+
+def _episode(payload: bytes | None) -> str | None:
+    if not payload:
+        return None
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    episode = doc.get("episode") if isinstance(doc, dict) else None
+    return episode if isinstance(episode, str) else None

@@ -33,6 +33,7 @@ from ingest.fleet.output import rfc3339
 
 router = APIRouter(tags=["devices"])
 MAX_POINTS = 5000
+MAX_EVERY_S = 366 * 86400
 
 
 def iso(ms: int | None) -> str | None:
@@ -110,6 +111,8 @@ async def device_history(
     r = span(from_, to)
     influx = ctx.need_influx()
     step = duration_s(every)
+    if step > MAX_EVERY_S:  # InfluxQL overflows near 292 years; one interval is the answer
+        step, every = MAX_EVERY_S, f"{MAX_EVERY_S // 86400}d"
     intervals = (r.end - r.start).total_seconds() / step
     if intervals > MAX_POINTS:  # coarser, so that the answer stays bounded; `every` says so
         step = math.ceil((r.end - r.start).total_seconds() / MAX_POINTS)

@@ -1,0 +1,255 @@
+"""The fleet stage's wiring pieces, one module at a time: journal + snapshot restart, the
+history spool, settings, and the fleet-file column. A fake writer stands in for the database
+(the e2e tests in test_alerts_e2e.py use the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from devices import Registry, RegistryError, decode
+from ingest.batch import Accepted
+from ingest.config import load_settings
+from ingest.errors import ConfigError, WriteUnavailable
+from ingest.fleet import FleetConfigError, FleetSettings
+from ingest.fleet.persist import JOURNAL
+from ingest.fleet.stage import FleetStage
+from tests.test_fleet_support import LIMITS, MIN, T0, info, replace
+
+CSV = """device_id,kind,region,lat,lon,capacity_l,fraction,site,report_interval_s{extra_head}
+eb-1,ecobox,almaty,43.25,76.9,240,plastic,residential,900{extra}
+"""
+
+
+class FakeWriter:
+    description = "fake"
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.down = False
+
+    async def start(self) -> None:
+        pass
+
+    async def write(self, body: bytes) -> None:
+        if self.down:
+            raise WriteUnavailable("down")
+        self.bodies.append(body)
+
+    async def ping(self) -> bool:
+        return not self.down
+
+    async def close(self) -> None:
+        pass
+
+    def lines(self) -> list[str]:
+        return [line for b in self.bodies for line in b.decode().splitlines()]
+
+
+class Published(list[tuple[str, bytes, int, bool]]):
+    def __call__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        self.append((topic, payload, qos, retain))
+
+
+def make_stage(
+    data_dir: Path, writer: FakeWriter, published: Published, registry: Registry | None = None
+) -> FleetStage:
+    stage = FleetStage(
+        FleetSettings(),
+        writer=writer,
+        publish=published,
+        data_dir=data_dir,
+        registry=registry if registry is not None else {"eb-1": info()},
+        metrics=CollectorRegistry(),
+        ready=lambda: False,
+        read_retained=None,
+        spool_max_bytes=1 << 20,
+        clock=lambda: T0 / 1000 + 3600,
+    )
+    stage.open()
+    return stage
+
+
+def fills(levels: list[float], start_seq: int = 0, t0: int = T0) -> list[Accepted]:
+    received = datetime.fromtimestamp(t0 / 1000 + 3600, UTC)
+    out = []
+    for i, pct in enumerate(levels):
+        payload = f'{{"ts": {t0 + i * MIN}, "seq": {start_seq + i}, "fill_pct": {pct}}}'
+        m = decode("taza/v1/almaty/ecobox/eb-1/fill", payload.encode(), received, LIMITS)
+        out.append(Accepted(m, info()))
+    return out
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_a_crash_before_any_snapshot_is_rebuilt_from_the_journal(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    writer, published = FakeWriter(), Published()
+    stage = make_stage(tmp_path, writer, published)
+    loop.run_until_complete(stage.delivered(fills([70.0, 81.0, 83.0, 84.0])))
+    assert [p[0] for p in published] == ["taza/v1/alerts/almaty/eb-1/full"]
+    stage.close()  # a crash: no finish(), no snapshot
+
+    again = make_stage(tmp_path, FakeWriter(), Published())
+    state = again.get("eb-1")
+    assert state is not None
+    assert "full" in state.alerts
+    assert [t.alert for t in again.firing()] == ["full"]
+    assert any(line.startswith("alert,") for line in again.history.pending)
+    # Applying the journal's messages again (the broker redelivering) changes nothing.
+    events_before = dict(state.alerts)
+    loop.run_until_complete(again.delivered(fills([70.0, 81.0, 83.0, 84.0])))
+    assert state.alerts.keys() == events_before.keys()
+
+
+def test_the_snapshot_truncates_the_journal_and_restores_exactly(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    stage = make_stage(tmp_path, FakeWriter(), Published())
+    loop.run_until_complete(stage.delivered(fills([70.0, 81.0, 83.0])))
+    stage.save_snapshot()
+    assert (tmp_path / "fleet" / JOURNAL).stat().st_size == 0
+    loop.run_until_complete(stage.delivered(fills([84.0, 2.0], start_seq=3, t0=T0 + 3 * MIN)))
+    stage.close()
+    again = make_stage(tmp_path, FakeWriter(), Published())
+    assert list(again.firing()) == [], "the collection after the snapshot came from the journal"
+    state = again.get("eb-1")
+    assert state is not None
+    assert state.level == 2.0
+
+
+def test_a_torn_journal_tail_is_skipped(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    stage = make_stage(tmp_path, FakeWriter(), Published())
+    loop.run_until_complete(stage.delivered(fills([70.0, 71.0])))
+    stage.close()
+    with open(tmp_path / "fleet" / JOURNAL, "ab") as fh:
+        fh.write(b'{"n": 1, "m": [["taza/v1/alm')
+    again = make_stage(tmp_path, FakeWriter(), Published())
+    assert len(again) == 1
+
+
+def test_history_waits_in_the_fleet_spool_while_the_database_is_down(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    writer = FakeWriter()
+    writer.down = True
+    stage = make_stage(tmp_path, writer, Published())
+
+    async def scenario() -> None:
+        coros = stage.tasks()
+        coros.pop("fleet-clock").close()  # no wall clock here: history and replay only
+        tasks = [asyncio.create_task(c) for c in coros.values()]
+        await stage.delivered(fills([70.0, 78.0, 81.0, 84.0, 2.0]))
+        async with asyncio.timeout(10):
+            await stage.history.flush()
+        assert stage.history.spool.count == 1
+        assert writer.lines() == []
+        writer.down = False
+        async with asyncio.timeout(10):
+            while not stage.history.spool.empty:  # noqa: ASYNC110 - polls the replay task's files
+                await asyncio.sleep(0.05)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    loop.run_until_complete(scenario())
+    kinds = [line.split(",", 1)[0] for line in writer.lines()]
+    assert kinds.count("alert") == 2, "full firing and resolved"
+    assert kinds.count("collection") == 1
+
+
+def test_a_device_threshold_at_or_below_the_clear_level_stops_the_start(tmp_path: Path) -> None:
+    low = Registry([replace(info("eb-9"), full_threshold_pct=40.0)])
+    with pytest.raises(FleetConfigError, match="device eb-9"):
+        make_stage(tmp_path, FakeWriter(), Published(), low)
+
+
+# ----- settings -------------------------------------------------------------------------------
+
+
+def test_alerts_table_and_notify_age_from_toml_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = tmp_path / "taza.toml"
+    toml.write_text(
+        "[alerts]\nfull_threshold_pct = 75\nnotify_max_age_s = 600\n"
+        "[alerts.fraction.glass]\nfull_threshold_pct = 70\n"
+    )
+    s = load_settings(toml)
+    assert s.alerts_enabled
+    fleet = s.fleet_settings
+    assert fleet.defaults.full_threshold_pct == 75
+    assert fleet.thresholds_for("glass", None).full_threshold_pct == 70
+    assert fleet.notify_max_age_s == 600
+    monkeypatch.setenv("TAZA_ALERT_NOTIFY_MAX_AGE_S", "120")
+    monkeypatch.setenv("TAZA_ALERTS_ENABLED", "false")
+    s = load_settings(toml)
+    assert s.fleet_settings.notify_max_age_s == 120
+    assert not s.alerts_enabled
+    assert load_settings().fleet_settings.notify_max_age_s == 120
+
+
+def test_a_bad_alerts_key_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    toml = tmp_path / "taza.toml"
+    toml.write_text("[alerts.site.park]\nfull_treshold_pct = 70\n")
+    with pytest.raises(ConfigError, match=r"alerts\.site\.park\.full_treshold_pct"):
+        load_settings(toml)
+
+
+# ----- the fleet-file column ----------------------------------------------------------------------
+
+
+def test_full_threshold_pct_column_is_optional_validated_and_saved(tmp_path: Path) -> None:
+    plain = Registry.parse(CSV.format(extra_head="", extra=""))
+    assert plain["eb-1"].full_threshold_pct is None
+    assert "full_threshold_pct" not in plain.dumps(), "files without it stay as they were"
+    own = Registry.parse(CSV.format(extra_head=",full_threshold_pct", extra=",72.5"))
+    assert own["eb-1"].full_threshold_pct == 72.5
+    for suffix in (".csv", ".json"):
+        path = tmp_path / f"fleet{suffix}"
+        own.save(path)
+        assert Registry.load(path)["eb-1"] == own["eb-1"]
+    with pytest.raises(RegistryError, match=r"full_threshold_pct.*outside 0\.\.100"):
+        Registry.parse(CSV.format(extra_head=",full_threshold_pct", extra=",120"))
+    json_fleet = Registry.parse(
+        '[{"device_id": "eb-1", "kind": "ecobox", "region": "almaty", "lat": 1, "lon": 2,'
+        ' "capacity_l": 240, "fraction": "glass", "site": null, "report_interval_s": 60,'
+        ' "full_threshold_pct": 65}]',
+        fmt="json",
+    )
+    assert json_fleet["eb-1"].full_threshold_pct == 65.0
+
+
+def test_the_retained_sync_clears_stale_topics_and_republishes_only_what_differs(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    published = Published()
+    stage = make_stage(tmp_path, FakeWriter(), published)
+    loop.run_until_complete(stage.delivered(fills([70.0, 78.0, 81.0, 84.0])))
+    (firing,) = stage.firing()
+    topic = "taza/v1/alerts/almaty/eb-1/full"
+    stale = "taza/v1/alerts/almaty/eb-7/fire"
+
+    def sync(retained: dict[str, bytes]) -> list[tuple[str, bytes, int, bool]]:
+        published.clear()
+        stage.read_retained = lambda: retained
+        loop.run_until_complete(stage.sync_retained())
+        return list(published)
+
+    same = b'{"state": "firing", "episode": "%s"}' % firing.episode.encode()
+    assert sync({topic: same, stale: b'{"episode": "eb-7/fire/1"}'}) == [(stale, b"", 1, True)]
+    again = sync({topic: b'{"episode": "eb-1/full/1"}'})
+    assert [(t, retain) for t, _, _, retain in again] == [(topic, True)]
+    assert b'"state":"firing"' in again[0][1]
+    assert [t for t, *_ in sync({})] == [topic], "a broker that lost its retained store"
