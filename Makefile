@@ -6,8 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics
-SERVER_BINARIES := mosquitto mosquitto_pub influxd victoria-metrics
+APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium
+SERVER_BINARIES := mosquitto mosquitto_pub influxd victoria-metrics chromium
 
 .PHONY: all setup system venv lint format test unit integration bench demo clean help
 
