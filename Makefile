@@ -61,6 +61,7 @@ integration: setup
 bench: setup
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/compare.py
 
 demo: setup
 	$(BIN)/python -m devstack.demo $(DEMO_ARGS)
