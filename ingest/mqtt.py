@@ -244,11 +244,14 @@ class MqttIntake(Lifetime):
             with contextlib.suppress(OSError):
                 sock.close()
 
+    def has_connection(self) -> bool:
+        return self.client.socket() is not None
+
     # ---- publishing ------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         if self.client.is_connected():
-            self.client.publish(topic, payload, qos=qos)
+            self.client.publish(topic, payload, qos=qos, retain=retain)
 
     # ---- paho callbacks (run in the event loop thread via loop_read) ------------------
 

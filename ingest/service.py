@@ -44,8 +44,9 @@ from ingest.deadletter import DeadLetterStore
 from ingest.delivery import Delivery
 from ingest.errors import ConfigError, IngestError, StageFailed
 from ingest.http import HttpServer
+from ingest.intake import make_intake
 from ingest.metrics import Metrics
-from ingest.mqtt import IntakeOptions, MqttIntake
+from ingest.mqtt import IntakeOptions
 from ingest.pipeline import STOP, Pipeline, limits_from
 from ingest.spool import Spool
 from ingest.watchdog import Watchdog
@@ -115,7 +116,9 @@ class Service:
         except OSError as exc:
             raise ConfigError(f"TAZA_DATA_DIR {data_dir}: {exc}") from None
         self.writer = make_writer(settings)
-        self.intake = MqttIntake(intake_options(settings), self.metrics, self.intake_queue)
+        self.intake = make_intake(
+            settings.mqtt_client, intake_options(settings), self.metrics, self.intake_queue
+        )
         self.pipeline = Pipeline(
             self.metrics,
             limits=limits_from(settings.max_payload_bytes, settings.max_age_s, settings.strict),
@@ -144,7 +147,7 @@ class Service:
         intake, pipeline, delivery = self.intake, self.pipeline, self.delivery
         self.watchdog.watch(
             "intake",
-            busy=lambda: intake.client.socket() is not None,
+            busy=intake.has_connection,
             progress=lambda: intake.ticks,
         )
         self.watchdog.watch(
