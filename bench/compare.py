@@ -349,7 +349,11 @@ def plot(result: dict[str, object], path: Path) -> None:
     assert isinstance(rates, dict)
     names = list(rates)
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    bars = ax.bar(names, [rates[n] for n in names], color=["#888", "#c44", "#c84", "#2a7"])
+    bars = ax.bar(
+        names,
+        [rates[n] for n in names],
+        color=["#888", "#c44", "#c84", "#2a7", "#69c"][: len(names)],
+    )
     for b, n in zip(bars, names, strict=True):
         ax.annotate(
             f"{rates[n]:,.0f}",
@@ -374,6 +378,9 @@ def main() -> None:
     ap.add_argument("--naive-seconds", type=float, default=15.0, help="time bound of the naive run")
     ap.add_argument("--rounds", type=int, default=1, help="taza ÷ ceiling pairs (median reported)")
     ap.add_argument("--taza-env", action="append", default=[], help="KEY=VALUE for taza-ingest")
+    ap.add_argument(
+        "--paho", action="store_true", help="also taza with TAZA_MQTT_CLIENT=paho (the old intake)"
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--plot", type=Path, default=Path("var/bench/compare.png"))
     args = ap.parse_args()
@@ -413,6 +420,15 @@ def main() -> None:
                 ratios.append(float(t["msgs_per_s"]) / ((before + after) / 2))  # type: ignore[arg-type]
             median = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
             taza = tazas[median]
+            paho: dict[str, object] | None = None
+            if args.paho:
+                say("taza-ingest with the paho intake ...")
+                paho_env = env | {"TAZA_MQTT_CLIENT": "paho"}
+                paho = run_taza(root, broker, influxd, payloads, lat_payloads, paho_env, "paho")
+                before = ceilings[-1]
+                after = ceil("cpaho")
+                paho["paired_ceiling"] = (before + after) / 2
+                paho["over_ceiling"] = round(float(paho["msgs_per_s"]) / ((before + after) / 2), 3)  # type: ignore[arg-type]
 
     taza_rate = float(taza["msgs_per_s"])  # type: ignore[arg-type]
     result: dict[str, object] = {
@@ -434,6 +450,11 @@ def main() -> None:
         "tuned-qos0": tuned,
         "taza": taza,
     }
+    if paho is not None:
+        rates = result["msgs_per_s"]
+        assert isinstance(rates, dict)
+        rates["taza-paho"] = round(float(paho["msgs_per_s"]))  # type: ignore[arg-type]
+        result["taza-paho"] = paho
     plot(result, args.plot)
     if args.json:
         print(json.dumps(result, indent=2, default=float))
@@ -442,7 +463,10 @@ def main() -> None:
     assert isinstance(rates, dict)
     print(f"{len(payloads):,} messages, {PUBLISHERS} C QoS 1 publishers, {os.cpu_count()} cores")
     print(f"  ceilings (C → mosquitto → C, QoS 1): {result['ceilings_msgs_per_s']}")
-    for name, r in (("naive", naive), ("tuned-qos0", tuned), ("taza", taza)):
+    rows = [("naive", naive), ("tuned-qos0", tuned), ("taza", taza)]
+    if paho is not None:
+        rows.append(("taza-paho", paho))
+    for name, r in rows:
         cpu = r["cpu_us_per_msg"]
         assert isinstance(cpu, dict)
         part = "" if r.get("complete", True) else f" (rate from {r['stored']:,} in the time bound)"

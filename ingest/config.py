@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     )
     mqtt_ca_file: Path | None = Field(None, description="CA bundle for mqtts://")
     mqtt_client: Literal["lean", "paho"] = Field(
-        "paho", description="intake client: lean (taza's own MQTT 5 codec) or paho (paho-mqtt)"
+        "lean", description="intake client: lean (taza's own MQTT 5 codec) or paho (paho-mqtt)"
     )
 
     influx_api: Literal["v1", "v2"] = Field(
