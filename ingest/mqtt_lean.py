@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import random
 import ssl
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.last_rx = 0.0
         self.last_tx = 0.0
         self.ping_sent = 0.0
+        self.paused = False  # reading paused: the intake queue is full
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -129,7 +130,8 @@ class LeanIntake(Lifetime):
         self.accepting = True
         self.connects = 0
         self.unacked = 0  # put on the queue, not yet acknowledged (or given up)
-        self.dropped = 0
+        self.pauses = 0  # times reading paused on a full queue
+        self._overflow: deque[Incoming] = deque()
         self.ticks = 0  # keepalive rounds: the watchdog's sign of life
         self.conn: _Connection | None = None
         self.acknowledger = LeanAcknowledger(self)
@@ -278,6 +280,8 @@ class LeanIntake(Lifetime):
             await asyncio.sleep(min(1.0, k / 4))
             self.ticks += 1
             now = self.loop_time()
+            if conn.paused:
+                conn.last_rx = now  # our silence, not the broker's
             if conn.ping_sent and now - conn.last_rx >= k and now - conn.ping_sent >= k / 2:
                 log.warning("mqtt_keepalive_timeout", seconds=round(now - conn.last_rx, 1))
                 conn.drop()
@@ -328,14 +332,17 @@ class LeanIntake(Lifetime):
     # ---- packets in ------------------------------------------------------------------
 
     def handle(self, conn: _Connection, packets: list[codec.Packet]) -> None:
-        """Everything one receive buffer held. PUBLISHes first become Incoming items, with
-        one receive time for the buffer."""
+        """Everything one receive buffer held. PUBLISHes become Incoming items, with one
+        receive time for the buffer. Should the queue be full (mosquitto 2.0.11 was measured
+        sending beyond our Receive Maximum), the rest waits in ``_overflow`` with reading
+        paused — TCP then holds the broker back; nothing is dropped."""
         publish_type = codec.Publish
         received_at: datetime | None = None
         mono = 0.0
         put = self.out.put_nowait
+        overflow = self._overflow
         generation = conn.generation
-        n = queued = 0
+        n = 0
         for p in packets:
             if type(p) is publish_type:
                 if not self.accepting:
@@ -344,33 +351,49 @@ class LeanIntake(Lifetime):
                     received_at = datetime.now(UTC)
                     mono = conn.last_rx
                 n += 1
-                try:
-                    put(
-                        Incoming(
-                            p.packet_id,
-                            p.qos,
-                            generation,
-                            p.topic,
-                            p.payload,
-                            received_at,
-                            mono,
-                            p.retain,
-                        )
-                    )
-                except asyncio.QueueFull:
-                    # Only QoS 0 floods escape Receive Maximum; an unacked QoS 1 message
-                    # comes back after a reconnect.
-                    self.dropped += 1
-                    if self.dropped in (1, 1000) or self.dropped % 100000 == 0:
-                        log.error("intake_full", dropped=self.dropped, qos=p.qos)
+                item = Incoming(
+                    p.packet_id,
+                    p.qos,
+                    generation,
+                    p.topic,
+                    p.payload,
+                    received_at,
+                    mono,
+                    p.retain,
+                )
+                if overflow:
+                    overflow.append(item)
+                    self._pause(conn)
                     continue
-                queued += 1
+                try:
+                    put(item)
+                except asyncio.QueueFull:
+                    overflow.append(item)
+                    self._pause(conn)
             else:
                 self._control(conn, p)
                 generation = conn.generation
         if n:
-            self.unacked += queued
+            self.unacked += n
             self.metrics.received.inc(n)
+
+    def _pause(self, conn: _Connection) -> None:
+        if conn.transport is None or conn.paused:
+            return
+        conn.paused = True
+        conn.transport.pause_reading()
+        self.pauses += 1
+        assert self._loop is not None
+        self._loop.create_task(self._unpause(conn))
+
+    async def _unpause(self, conn: _Connection) -> None:
+        """Hand the held items on as the pipeline makes room, then read again."""
+        while self._overflow:
+            item = self._overflow.popleft()
+            await self.out.put(item)
+        conn.paused = False
+        if conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.resume_reading()
 
     def _control(self, conn: _Connection, p: codec.Packet) -> None:
         if isinstance(p, codec.PingResp):

@@ -234,3 +234,24 @@ async def test_tls_with_credentials_and_a_wrong_password_is_fatal(
     with pytest.raises(BrokerRefused, match=r"password|authorized"):
         async with asyncio.timeout(10):
             await wrong.run()
+
+
+async def test_a_full_queue_pauses_reading_and_loses_nothing(mosquitto: Mosquitto) -> None:
+    """mosquitto 2.0.11 was measured sending past Receive Maximum once PUBACKs flow, so a
+    full intake queue must hold the broker back (TCP), never drop a QoS 1 message."""
+    cid = f"lean-full-{next(_ids)}"
+    lean, queue = intake(options(mosquitto, cid, receive_maximum=200), size=5)
+    task = asyncio.create_task(lean.run())
+    await until(lambda: lean.subscribed, "SUBACK")
+    sent = [b"f%d" % i for i in range(60)]
+    await asyncio.to_thread(publish, mosquitto, cid, sent)
+    got: list[Incoming] = []
+    while len(got) < len(sent):
+        assert queue.qsize() <= 5
+        got += await take(queue, 1)
+        lean.acknowledger.ack([(got[-1].mid, got[-1].generation)])
+    assert [m.payload for m in got] == sent
+    assert lean.pauses >= 1
+    assert lean.unacked == 0
+    await lean.close()
+    await task
