@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 import threading
@@ -218,6 +219,7 @@ class Service:
                 registry_devices=len(self.registry) if self.registry else 0,
             )
             await stack.enter_async_context(self.intake)  # leaves first: PUBACKs, DISCONNECT
+            gc.freeze()  # start-up objects (modules, registry) leave the collector's scans
             tasks = self._start_tasks()
             failed = await self._until_stop_or_failure(stop, tasks)
             if failed is None:
