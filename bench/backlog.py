@@ -88,6 +88,7 @@ def main() -> None:
             pubs.close()
             say(f"queued in {queue_s:.1f} s; starting taza-ingest ...")
             start = time.monotonic()
+            broker_cpu = proc_cpu(broker.pid)
             ingest.start(wait_ready=False)
             assert ingest.proc is not None
             pid = ingest.proc.pid
@@ -102,6 +103,7 @@ def main() -> None:
                     raise SystemExit(f"drained only {stored} in 600 s:\n{ingest.log_tail()}")
             drain_s = time.monotonic() - start
             cpu = proc_cpu(pid)
+            broker_cpu = proc_cpu(broker.pid) - broker_cpu
             hwm = proc_hwm(pid)
             ingest.stop()
 
@@ -111,6 +113,7 @@ def main() -> None:
         "drain_seconds": round(drain_s, 1),
         "drain_msgs_per_s": round(len(payloads) / drain_s),
         "service_cpu_us_per_msg": round(cpu / len(payloads) * 1e6, 1),
+        "broker_cpu_us_per_msg": round(broker_cpu / len(payloads) * 1e6, 1),
         "peak_rss_mib": round(hwm / 2**20, 1),
         "rss_mib_over_time": [(round(t, 1), round(r / 2**20, 1)) for t, r in samples[::4]],
     }
@@ -120,7 +123,8 @@ def main() -> None:
     print(
         f"{len(payloads):,} queued at the broker in {queue_s:.0f} s; drained by taza-ingest in "
         f"{drain_s:.1f} s ({result['drain_msgs_per_s']:,} msg/s from process start, "
-        f"{result['service_cpu_us_per_msg']} µs CPU/msg); peak RSS {result['peak_rss_mib']} MiB"
+        f"{result['service_cpu_us_per_msg']} µs CPU/msg, broker "
+        f"{result['broker_cpu_us_per_msg']} µs/msg); peak RSS {result['peak_rss_mib']} MiB"
     )
     print("RSS MiB every 2 s:", " ".join(f"{r:.0f}" for _, r in result["rss_mib_over_time"]))  # type: ignore[misc]
 
