@@ -281,7 +281,10 @@ class LeanIntake(Lifetime):
             self.ticks += 1
             now = self.loop_time()
             if conn.paused:
-                conn.last_rx = now  # our silence, not the broker's
+                # Our silence, not the broker's; and its PINGRESPs wait unread in the socket,
+                # so keep pinging: the broker must hear from us within 1.5 keepalives.
+                conn.last_rx = now
+                conn.ping_sent = 0.0
             if conn.ping_sent and now - conn.last_rx >= k and now - conn.ping_sent >= k / 2:
                 log.warning("mqtt_keepalive_timeout", seconds=round(now - conn.last_rx, 1))
                 conn.drop()

@@ -255,3 +255,28 @@ async def test_a_full_queue_pauses_reading_and_loses_nothing(mosquitto: Mosquitt
     assert lean.unacked == 0
     await lean.close()
     await task
+
+
+async def test_a_long_pause_keeps_the_connection_alive(mosquitto: Mosquitto) -> None:
+    """Paused on a full queue for several keepalives (the database is slow): still pinging,
+    so neither side drops the connection, and the messages come through afterwards."""
+    cid = f"lean-pause-{next(_ids)}"
+    lean, queue = intake(options(mosquitto, cid, keepalive_s=1), size=1)
+    task = asyncio.create_task(lean.run())
+    await until(lambda: lean.subscribed, "SUBACK")
+    sent = [b"k%d" % i for i in range(20)]
+    await asyncio.to_thread(publish, mosquitto, cid, sent)
+    await until(lambda: lean.pauses >= 1, "reading paused")
+    await asyncio.sleep(12)  # mosquitto checks keepalives lazily: well past 1.5 of them
+    assert lean.connects == 1
+    got = []
+    for _ in sent:
+        (m,) = await take(queue, 1)
+        lean.acknowledger.ack([(m.mid, m.generation)])
+        got.append(m.payload)
+    assert got == sent
+    await asyncio.sleep(1.5)
+    assert lean.connects == 1, "the connection was dropped during the pause"
+    assert queue.empty(), "acks were lost with a dropped connection: messages came back"
+    await lean.close()
+    await task
