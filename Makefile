@@ -62,6 +62,9 @@ bench: setup
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/alerts.py
+	$(BIN)/python bench/compare.py --paho
+	$(BIN)/python bench/backlog.py
+	$(BIN)/python bench/steady.py
 
 demo: setup
 	$(BIN)/python -m devstack.demo $(DEMO_ARGS)

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
         20000, ge=100, le=65535, description="unacknowledged messages in flight: bounds memory"
     )
     mqtt_ca_file: Path | None = Field(None, description="CA bundle for mqtts://")
+    mqtt_client: Literal["lean", "paho"] = Field(
+        "lean", description="intake client: lean (taza's own MQTT 5 codec) or paho (paho-mqtt)"
+    )
 
     influx_api: Literal["v1", "v2"] = Field(
         "v1",

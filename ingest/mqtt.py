@@ -244,6 +244,9 @@ class MqttIntake(Lifetime):
             with contextlib.suppress(OSError):
                 sock.close()
 
+    def has_connection(self) -> bool:
+        return self.client.socket() is not None
+
     # ---- publishing ------------------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:

@@ -47,8 +47,11 @@ class Pipeline:
         self.max_age_s = max_age_s
         self.processed = 0
         self.waiting_for_delivery = False
+        self._extra = 0  # unknown fields seen since the last hand-over
 
     async def _hand_over(self, out: asyncio.Queue[Batch | None], batch: Batch | None) -> None:
+        if batch is not None:
+            self._count(batch)
         self.waiting_for_delivery = True
         try:
             await out.put(batch)
@@ -84,6 +87,14 @@ class Pipeline:
                 await self._hand_over(out, batch)
                 batch = Batch()
 
+    def _count(self, batch: Batch) -> None:
+        """Hot counters once per batch, not per message (a prometheus ``inc`` takes a lock)."""
+        if batch.accepted:
+            self.metrics.accepted.inc(len(batch.accepted))
+        if self._extra:
+            self.metrics.extra_fields.inc(self._extra)
+            self._extra = 0
+
     def process(self, msg: Incoming, batch: Batch) -> None:
         self.processed += 1
         if not batch.acks:
@@ -108,9 +119,8 @@ class Pipeline:
         except Ignored:
             self.metrics.ignored.inc()
             return
-        self.metrics.accepted.inc()
         if message.extra_fields:
-            self.metrics.extra_fields.inc(len(message.extra_fields))
+            self._extra += len(message.extra_fields)
         batch.add_lines(
             Source(msg.topic, msg.payload, msg.received_at), lines, Accepted(message, device)
         )

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 import threading
@@ -56,8 +57,9 @@ from ingest.fleet.errors import FleetConfigError
 from ingest.fleet.retained import read_retained
 from ingest.fleet.stage import FleetStage
 from ingest.http import HttpServer
+from ingest.intake import make_intake
 from ingest.metrics import Metrics
-from ingest.mqtt import IntakeOptions, MqttIntake
+from ingest.mqtt import IntakeOptions
 from ingest.pipeline import STOP, Pipeline, limits_from
 from ingest.plan import PlanPool
 from ingest.spool import Spool
@@ -128,7 +130,9 @@ class Service:
         except OSError as exc:
             raise ConfigError(f"TAZA_DATA_DIR {data_dir}: {exc}") from None
         self.writer = make_writer(settings)
-        self.intake = MqttIntake(intake_options(settings), self.metrics, self.intake_queue)
+        self.intake = make_intake(
+            settings.mqtt_client, intake_options(settings), self.metrics, self.intake_queue
+        )
         self.fleet = self._fleet_stage() if settings.alerts_enabled and sink is None else None
         if sink is None:
             sink = self.fleet
@@ -197,7 +201,7 @@ class Service:
         intake, pipeline, delivery = self.intake, self.pipeline, self.delivery
         self.watchdog.watch(
             "intake",
-            busy=lambda: intake.client.socket() is not None,
+            busy=intake.has_connection,
             progress=lambda: intake.ticks,
         )
         self.watchdog.watch(
@@ -283,6 +287,7 @@ class Service:
                 registry_devices=len(self.registry) if self.registry else 0,
             )
             await stack.enter_async_context(self.intake)  # leaves first: PUBACKs, DISCONNECT
+            gc.freeze()  # start-up objects (modules, registry) leave the collector's scans
             tasks = self._start_tasks()
             failed = await self._until_stop_or_failure(stop, tasks)
             if failed is None:
