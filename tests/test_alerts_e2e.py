@@ -33,6 +33,7 @@ from ingest.fleet import Fleet
 from ingest.fleet.persist import Journal
 from ingest.fleet.retained import read_retained
 from tests.conftest import MakeIngest
+from tests.faultproxy import Fault, FaultProxy
 from tests.test_fleet_support import Bin, simulated, spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -195,7 +196,8 @@ def now_ms() -> int:
 
 def history(influxd: Any, db: str, measurement: str, where: str = "") -> list[dict[str, Any]]:
     clause = f" WHERE {where}" if where else ""
-    return influxd.query(f"SELECT * FROM {measurement}{clause}", db=db)
+    rows: list[dict[str, Any]] = influxd.query(f"SELECT * FROM {measurement}{clause}", db=db)
+    return rows
 
 
 def wait_history(
@@ -524,7 +526,8 @@ def test_a_drained_6_hour_backlog_notifies_only_what_is_current(
 
 def test_alerts_go_out_while_the_database_is_down_and_their_history_follows(
     mosquitto: Any,
-    make_influxd: Any,
+    influxd: Any,
+    influx_db: str,
     make_ingest: MakeIngest,
     tmp_path: Path,
     crew: Crew,
@@ -532,28 +535,38 @@ def test_alerts_go_out_while_the_database_is_down_and_their_history_follows(
     region: str,
 ) -> None:
     """History lines wait in data_dir/fleet-spool (durable) and reach the database when it
-    is back; crews are not kept waiting for the database."""
-    influxd = make_influxd()
-    influxd.create_database("taza")
-    ingest = start_ingest(make_ingest, mosquitto, influxd, "taza", tmp_path, region)
-    influxd.stop()
-    eb = Device(pub, f"taza/v1/{region}/ecobox/eb-1/fill")
-    t = eb.fills(now_ms() - 20 * MIN, MIN, [70.0, 78.0, 81.0, 84.0])
-    eb.fills(t, MIN, [2.0])
-    crew.wait("/eb-1/full", ["firing", "resolved", ""], timeout=30)
-    wait_until(
-        lambda: ingest.metrics().get("taza_fleet_history_lines_spooled_total", 0) >= 3,
-        20,
-        "history spooled",
-    )
-    assert list((ingest.data_dir / "fleet-spool").glob("*.spool"))
-    influxd.start()
-    rows = wait_history(influxd, "taza", "alert", 2, timeout=40)
-    assert [r["state"] for r in rows] == ["firing", "resolved"]
-    assert len(wait_history(influxd, "taza", "collection", 1)) == 1
-    wait_until(
-        lambda: not list((ingest.data_dir / "fleet-spool").glob("*.spool")), 20, "fleet spool empty"
-    )
+    is back; crews are not kept waiting for the database. The outage: every write reset by
+    a proxy in front of the real influxd."""
+    proxy = FaultProxy(influxd.url).start()
+    try:
+        fleet = tmp_path / "fleet.csv"
+        fleet.write_text(FLEET.replace("almaty", region).replace("astana", region))
+        ingest = make_ingest(
+            mosquitto.url, proxy.url, TAZA_INFLUX_DB=influx_db, TAZA_REGISTRY=str(fleet)
+        ).start()
+        proxy.inject(Fault(reset=True))
+        eb = Device(pub, f"taza/v1/{region}/ecobox/eb-1/fill")
+        t = eb.fills(now_ms() - 20 * MIN, MIN, [70.0, 78.0, 81.0, 84.0])
+        eb.fills(t, MIN, [2.0])
+        crew.wait("/eb-1/full", ["firing", "resolved", ""], timeout=30)
+        wait_until(
+            lambda: ingest.metrics().get("taza_fleet_history_lines_spooled_total", 0) >= 3,
+            20,
+            "history spooled",
+        )
+        assert list((ingest.data_dir / "fleet-spool").glob("*.spool"))
+        assert history(influxd, influx_db, "alert") == []
+        proxy.inject(None)
+        rows = wait_history(influxd, influx_db, "alert", 2, timeout=40)
+        assert [r["state"] for r in rows] == ["firing", "resolved"]
+        assert len(wait_history(influxd, influx_db, "collection", 1)) == 1
+        wait_until(
+            lambda: not list((ingest.data_dir / "fleet-spool").glob("*.spool")),
+            20,
+            "fleet spool empty",
+        )
+    finally:
+        proxy.stop()
 
 
 def _quiet_bin() -> tuple[dict[str, Any], list[Message]]:
