@@ -72,6 +72,13 @@ class IntakeOptions:
     reconnect_max_s: float = 30.0
     connack_timeout_s: float = 10.0
 
+    @property
+    def no_local(self) -> bool:
+        """Subscribe with MQTT 5 No Local: taza's own publications (alerts, dead-letter copies)
+        never come back to it. Shared subscriptions must not set it (MQTT 5, 3.8.3.1), so a
+        ``$share`` replica receives them and ignores them as reserved topics."""
+        return not self.subscription.startswith("$share/")
+
 
 ClientFactory = Callable[[IntakeOptions], paho.Client]
 
@@ -283,7 +290,10 @@ class MqttIntake(Lifetime):
             session_present=flags.session_present,
             generation=self.generation,
         )
-        result, mid = client.subscribe(self.options.subscription, options=SubscribeOptions(qos=1))
+        result, mid = client.subscribe(
+            self.options.subscription,
+            options=SubscribeOptions(qos=1, noLocal=self.options.no_local),
+        )
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.error("mqtt_subscribe_failed", error=paho.error_string(result))
         self._sub_mid = mid

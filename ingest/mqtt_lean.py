@@ -247,7 +247,11 @@ class LeanIntake(Lifetime):
         self.conn = conn
         self.connects += 1
         self._send_quota = ack.receive_maximum
-        conn.write(codec.subscribe(SUBSCRIBE_ID, self.options.subscription, qos=1))
+        conn.write(
+            codec.subscribe(
+                SUBSCRIBE_ID, self.options.subscription, qos=1, no_local=self.options.no_local
+            )
+        )
         self._send_held(conn)
 
     def stop_accepting(self) -> None:

@@ -134,8 +134,11 @@ def connect(
     return _packet(CONNECT << 4, body)
 
 
-def subscribe(packet_id: int, topic_filter: str, qos: int = 1) -> bytes:
-    body = packet_id.to_bytes(2, "big") + b"\x00" + utf8(topic_filter) + bytes((qos,))
+def subscribe(packet_id: int, topic_filter: str, qos: int = 1, *, no_local: bool = False) -> bytes:
+    """``no_local`` (MQTT 5, 3.8.3.1): the broker never sends this connection what it
+    published itself; a protocol error on a shared subscription, so the caller decides."""
+    options = qos | (0x04 if no_local else 0)
+    body = packet_id.to_bytes(2, "big") + b"\x00" + utf8(topic_filter) + bytes((options,))
     return _packet(SUBSCRIBE << 4 | 0x02, body)
 
 

@@ -280,3 +280,29 @@ async def test_a_long_pause_keeps_the_connection_alive(mosquitto: Mosquitto) -> 
     assert queue.empty(), "acks were lost with a dropped connection: messages came back"
     await lean.close()
     await task
+
+
+async def test_its_own_publications_never_come_back_but_others_do(mosquitto: Mosquitto) -> None:
+    """No Local: an alert taza publishes under its own subscription is not received by it
+    (it would cost a decode and an ack per alert); a device's message on the same filter is."""
+    cid = f"lean-nolocal-{next(_ids)}"
+    lean, queue = intake(options(mosquitto, cid))
+    task = asyncio.create_task(lean.run())
+    await until(lambda: lean.subscribed, "SUBACK")
+    lean.publish(f"taza/v1/{cid}/alerts-like/own", b"from taza itself", qos=1)
+    await until(lambda: not lean._outbox, "the broker's PUBACK of it", within=5)
+    publish(mosquitto, cid, [b"from a device"])
+    got = await take(queue, 1)
+    assert [m.payload for m in got] == [b"from a device"]
+    await asyncio.sleep(0.5)
+    assert queue.empty(), "the intake received its own publication"
+    await lean.close()
+    await task
+
+
+def test_no_local_is_set_except_on_shared_subscriptions() -> None:
+    base = {"host": "127.0.0.1", "port": 1, "client_id": "c"}
+    assert IntakeOptions(subscription="taza/v1/#", **base).no_local
+    assert not IntakeOptions(subscription="$share/taza/taza/v1/#", **base).no_local
+    assert codec.subscribe(1, "t", 1, no_local=True)[-1] == 0x05
+    assert codec.subscribe(1, "t", 1)[-1] == 0x01
