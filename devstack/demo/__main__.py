@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from devices import ExitCode
 from devstack.demo import report
 from devstack.demo.console import Console, rel
 from devstack.demo.stack import Options, Stack
@@ -57,7 +58,7 @@ def run(stack: Stack) -> int:
     report.next_steps(stack)
     if o.keep_running:
         stack.keep_running()
-    return verdict
+    return ExitCode.OK if verdict == ExitCode.OK else ExitCode.FAILURE
 
 
 # ----- command line ---------------------------------------------------------------------------
@@ -184,7 +185,7 @@ def main(
     started = time.monotonic()
     supervisor = Supervisor(opts.var, console, signals)
     stack = Stack(opts, console, supervisor)
-    code = 1
+    code: int = ExitCode.FAILURE
     clean = False
     try:
         try:
@@ -193,22 +194,22 @@ def main(
             signals.stopping = True
             console.line()
             console.line("interrupted: stopping taza-sim, taza-ingest, mosquitto and influxd ...")
-            code = 130
+            code = ExitCode.INTERRUPTED
         except (RuntimeError, OSError) as exc:  # DemoError, harness errors, network
             signals.stopping = True
             console.line()
             console.line(f"FAILED: {exc}")
-            code = 1
+            code = ExitCode.FAILURE
     finally:
         stack.stop_crew()
         clean = supervisor.stop_all()
     elapsed = time.monotonic() - started
-    if code == 0 and not clean:
-        code = 1
+    if code == ExitCode.OK and not clean:
+        code = ExitCode.FAILURE
     console.line()
-    if code == 0:
+    if code == ExitCode.OK:
         console.line(f"OK: nothing lost; everything stopped cleanly ({elapsed:.0f} s in all)")
-    elif code == 130:
+    elif code == ExitCode.INTERRUPTED:
         console.line(
             f"stopped {'cleanly' if clean else 'with errors (above)'} after {elapsed:.0f} s; "
             f"logs in {rel(supervisor.var)}/"
