@@ -157,7 +157,25 @@ def check_report(out: str) -> None:
     assert dead, out
     assert int(dead[1]) == int(rejected[1]), "dead-letter store and verify disagree"
     check_crew_view(out)
-    assert len(out.splitlines()) < 100, f"no walls of logs:\n{out}"
+    check_plans(out)
+    assert len(out.splitlines()) < 130, f"no walls of logs:\n{out}"
+
+
+def check_plans(out: str) -> None:
+    """A collection plan per region from the API: due bins served in routes, the solver's
+    result set against the fallback's, and the fleet page and the taza CLI named."""
+    plans = re.findall(
+        r"^\s+(almaty|astana)\s+(\d+)/(\d+) due bins in (\d+) route\(s\), ([\d.]+) km by (\w+)",
+        out,
+        re.MULTILINE,
+    )
+    assert [p[0] for p in plans] == ["almaty", "astana"], out
+    for _, served, due, routes, km, _solver in plans:
+        assert min(int(due), int(served), int(routes)) > 0, out
+        assert float(km) > 0, out
+    assert re.search(r"^\s+truck 1: [\d.]+ km, \d+ l, ", out, re.MULTILINE), out
+    assert re.search(r"fleet page\s+http://127\.0\.0\.1:\d+/", out), out
+    assert re.search(r"taza CLI\s+\S*taza fill-levels", out), out
 
 
 def check_crew_view(out: str) -> list[tuple[str, str, str]]:

@@ -53,12 +53,13 @@ def run(stack: Stack) -> int:
     report.fullest_bins(stack)
     report.crew_view(stack)
     report.collections_and_anomalies(stack)
+    planned = report.collection_plans(stack)
     stack.stop_crew()
     report.deadletter(stack)
     report.next_steps(stack)
     if o.keep_running:
         stack.keep_running()
-    return ExitCode.OK if verdict == ExitCode.OK else ExitCode.FAILURE
+    return ExitCode.OK if verdict == ExitCode.OK and planned else ExitCode.FAILURE
 
 
 # ----- command line ---------------------------------------------------------------------------

@@ -9,6 +9,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -309,6 +312,54 @@ def deadletter(stack: Stack) -> None:
         out.line(line.rstrip(" ·"))
 
 
+def collection_plans(stack: Stack) -> bool:
+    """What a crew should empty next, per region: the planner's routes through the API.
+
+    True when every region got a plan (the demo fails otherwise: it is a capability users see)."""
+    out = stack.out
+    out.line()
+    out.line("collection plans (GET /api/v1/collection-plan: due bins → routes from the depot)")
+    ok = True
+    for region in stack.o.regions:
+        query = urllib.parse.urlencode({"region": region})
+        try:
+            with urllib.request.urlopen(
+                f"{stack.http}/api/v1/collection-plan?{query}", timeout=120
+            ) as resp:
+                plan = json.load(resp)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            out.line(f"  {region:<8} no plan: {exc}")
+            ok = False
+            continue
+        gain = plan.get("improvement_ratio")
+        fallback = f"nearest-neighbour + 2-opt: {plan['fallback_km']:.1f} km"
+        if not gain:
+            versus = f"the fallback's routes ({plan.get('solver_error') or 'no solver run'})"
+        elif gain > 1.005:
+            versus = f"{(1 - 1 / gain) * 100:.0f} % shorter than {fallback}"
+        else:
+            versus = f"as short as {fallback}"
+        out.line(
+            f"  {region:<8} {plan['bins_served']}/{plan['bins_due']} due bins in "
+            f"{len(plan['routes'])} route(s), {plan['distance_km']:.1f} km by {plan['solver']} "
+            f"in {plan['solver_time_s']:.1f} s: {versus}"
+        )
+        for route in plan["routes"][:3]:
+            stops = [s["device_id"] for s in route["stops"]]
+            head = " → ".join(stops[:4]) + (f" → … ({len(stops)} stops)" if len(stops) > 4 else "")
+            out.line(
+                f"    truck {route['truck']}: {route['distance_km']:.1f} km, "
+                f"{route['load_l']:.0f} l, {local(route['start'], '%H:%M')}–"
+                f"{local(route['end'], '%H:%M')}: {head}"
+            )
+        reasons = Counter(u["reason"] for u in plan["unassigned"])
+        if reasons:
+            out.line(
+                "    unassigned: " + ", ".join(f"{n} ({why})" for why, n in reasons.most_common())
+            )
+    return ok
+
+
 def next_steps(stack: Stack) -> None:
     assert stack.influxd is not None
     assert stack.mosquitto is not None
@@ -324,6 +375,12 @@ def next_steps(stack: Stack) -> None:
             "  (the servers stop when the demo ends; `make demo DEMO_ARGS=--keep-running` "
             "keeps them up for this)"
         )
+    out.line(f"  fleet page    {stack.http}/    (map, alerts, history, collections, routes)")
+    out.line(f"  API           {stack.http}/api/v1/docs    (OpenAPI: /api/v1/openapi.json)")
+    taza, url = shown("taza"), f"--url {stack.http}"
+    out.line(f"  taza CLI      {taza} fill-levels --min-pct 80 {url}")
+    for cmd in ("alerts", "collections", "plan --region " + stack.o.regions[0], "rvm", "devices"):
+        out.line(f"                {taza} {cmd} {url}")
     out.line(f"  taza-ingest   curl -s {stack.http}/metrics | grep '^taza_'")
     out.line(f"                curl -s {stack.http}/readyz")
     out.line("  InfluxQL      (no influx CLI needed: curl speaks InfluxQL, CSV out)")

@@ -318,7 +318,8 @@ class Stack:
         """Until Ctrl-C (the normal end) or taza-ingest exits on its own (a failure)."""
         assert self.ingest is not None
         self.out.line()
-        self.out.line("servers and taza-ingest keep running; press Ctrl-C to stop them")
+        self.out.line(f"servers and taza-ingest keep running; the fleet page is {self.http}/")
+        self.out.line("press Ctrl-C to stop them")
         try:
             while self.ingest.proc.poll() is None:
                 time.sleep(1.0)
