@@ -107,7 +107,7 @@ class Acknowledger(Protocol):
 
 class DeliveredSink(Protocol):
     """Where a consumer of *delivered* messages attaches (fleet state, alerts): called by
-    delivery once per stored batch, after it is durable and acknowledged, in order, with the
+    delivery once per stored batch, after it is durable and before its PUBACK, in order, with the
     batch's accepted messages. An exception here fails delivery, so the service stops."""
 
     async def delivered(self, messages: Sequence[Accepted]) -> None: ...

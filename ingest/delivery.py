@@ -88,20 +88,23 @@ class Delivery:
     async def run(self, batches: asyncio.Queue[Batch | None]) -> None:
         """Owner of the batch queue; returns after the sentinel, every batch handled.
 
-        A stored batch is acknowledged, then its accepted messages go to the sink, in batch
-        order; a batch that was not stored reaches neither."""
+        A stored batch's accepted messages go to the sink, in batch order, and only then is
+        the batch acknowledged: a message the broker has forgotten is in the database and in
+        the sink's own record (the fleet stage's journal), so a crash between the two cannot
+        lose its effect on the state — at worst it is redelivered, which changes nothing. A
+        batch that was not stored reaches neither; a sink that fails leaves it unacknowledged."""
         while (batch := await batches.get()) is not None:
             self.in_hand = True
             stored = await self.store(batch)
             if stored:
-                self.acknowledger.ack(batch.acks)
-                if batch.first_received:
-                    self.metrics.ingest_lag.set(time.monotonic() - batch.first_received)
                 if self.sink is not None and batch.accepted:
                     accepted = batch.accepted
                     if batch.refused:
                         accepted = [a for i, a in enumerate(accepted) if i not in batch.refused]
                     await self.sink.delivered(accepted)
+                self.acknowledger.ack(batch.acks)
+                if batch.first_received:
+                    self.metrics.ingest_lag.set(time.monotonic() - batch.first_received)
             self.in_hand = False
             self.handled += 1
 

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from ingest.batch import Accepted, Batch, Incoming
 from ingest.deadletter import DeadLetterStore, read_records
 from ingest.delivery import Delivery
@@ -52,7 +54,7 @@ def _batch(pipeline: Pipeline, start: int, seqs: list[int], bad: int = 0) -> Bat
     return batch
 
 
-async def test_sink_sees_every_stored_message_once_in_order_after_it_is_durable(
+async def test_sink_sees_every_stored_message_once_in_order_after_it_is_durable_before_its_ack(
     tmp_path: Path,
 ) -> None:
     writer, acked = MemoryWriter(), []
@@ -79,7 +81,9 @@ async def test_sink_sees_every_stored_message_once_in_order_after_it_is_durable(
     queue.put_nowait(None)
     await delivery.run(queue)
     assert sink.seen == [(f"d{s % 3}", s) for s in (1, 2, 3, 4, 5, 6)]
-    assert sink.state_at_call == [(3, 3, 0), (7, 5, 0), (8, 5, 1)], "after store and ack"
+    # Each call comes once the batch is stored (lines written, or spooled) and before its own
+    # PUBACK: only the earlier batches are acknowledged then.
+    assert sink.state_at_call == [(0, 3, 0), (3, 5, 0), (7, 5, 1)], "after store, before ack"
     assert acked == [1, 2, 3, 10, 11, 12, 13, 20]
 
     # Spool full, database down, stopping: the batch is not stored — the sink never sees it.
@@ -187,3 +191,30 @@ async def test_a_message_the_database_refused_is_dead_lettered_and_not_passed_on
     records = list(read_records(tmp_path / "dl"))
     assert [r["reason"] for r in records] == ["refused_by_database"]
     assert "/dBAD/" in str(records[0]["topic"])
+
+
+async def test_a_failing_sink_leaves_its_batch_unacknowledged(tmp_path: Path) -> None:
+    """The sink's record (the fleet journal) comes before the PUBACK: if it cannot be made,
+    the broker keeps the messages and redelivers them to the next run."""
+
+    class Broken:
+        async def delivered(self, messages: Sequence[Accepted]) -> None:
+            raise OSError("journal: no space left on device")
+
+    writer, acked = MemoryWriter(), []
+    delivery = Delivery(
+        writer,
+        Spool(tmp_path / "spool", 1 << 20),
+        DeadLetterStore(tmp_path / "dl"),
+        Metrics(),
+        ListAcknowledger(acked),
+        sink=Broken(),
+        attempts=1,
+    )
+    pipeline = Pipeline(Metrics(), limits=limits_from(4096, 86400, False))
+    queue: asyncio.Queue[Batch | None] = asyncio.Queue()
+    queue.put_nowait(_batch(pipeline, 1, [1, 2]))
+    with pytest.raises(OSError, match="journal"):
+        await delivery.run(queue)
+    assert len(writer.lines) == 2, "stored"
+    assert acked == [], "but not acknowledged"

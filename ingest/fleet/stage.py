@@ -1,7 +1,7 @@
 """The fleet stage wired into taza-ingest: the ``DeliveredSink`` that keeps fleet state,
 writes its history and publishes crew alerts.
 
-Per delivered batch (in the delivery task, after the PUBACK): journal the batch
+Per delivered batch (in the delivery task, before its PUBACK): journal the batch
 (:mod:`ingest.fleet.persist`), ``Fleet.apply`` each message with the delivery time as
 ``now_ms``, publish :func:`plan_mqtt`'s messages (QoS 1, retained per message) through the
 intake's ``publish``, and hand the events' lines to :class:`History` (database, else
