@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     http_addr: str = Field(
         "127.0.0.1:8080", description="/metrics, /healthz, /readyz, /api/v1, the fleet page"
     )
+    page_tile_url: str | None = Field(
+        None,
+        description="XYZ tile URL for the fleet page's base map, e.g. "
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: none, works offline)",
+        pattern=r"^https?://\S+$",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="text for people, json for collectors"
     )

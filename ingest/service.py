@@ -169,6 +169,7 @@ class Service:
             history_unsupported=no_history,
             plan_settings=plan,
             plan_pool=PlanPool(workers=plan.workers, cache_ttl_s=plan.cache_ttl_s),
+            tile_url=settings.page_tile_url,
         )
         self.http = HttpServer(host, port, api)
         self.metrics.queue_depth.set_function(lambda: self.intake.unacked)

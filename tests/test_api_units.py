@@ -21,6 +21,8 @@ from devices.message import Kind
 from devices.registry import DeviceInfo, Registry
 from ingest.api import ApiContext, FleetAdapter, build_app
 from ingest.api.influx import InfluxReader
+from ingest.config import load_settings
+from ingest.errors import ConfigError
 from ingest.fleet import Fleet
 from ingest.metrics import Metrics
 
@@ -279,3 +281,20 @@ def test_a_bug_in_a_route_is_a_json_500_not_a_crash(tmp_path: Path) -> None:
         assert r.status_code == 500
         assert r.json()["reason"] == "internal_error"
         assert c.get("/readyz").status_code == 200, "the app still answers"
+
+
+def test_the_tile_url_setting_reaches_the_page_escaped(fleet: Fleet) -> None:
+    """TAZA_PAGE_TILE_URL gives deployments with internet a base map; without it the page
+    asks nothing of the outside world."""
+    with client(fleet) as c:
+        assert '<body data-tiles=""' in c.get("/").text
+    url = 'https://tiles.example/{z}/{x}/{y}.png?k="a"&b'
+    with client(fleet, tile_url=url) as c:
+        page = c.get("/").text
+    assert '<body data-tiles="https://tiles.example/{z}/{x}/{y}.png?k=&quot;a&quot;&amp;b"' in page
+
+
+def test_the_tile_url_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAZA_PAGE_TILE_URL", "javascript:alert(1)")
+    with pytest.raises(ConfigError, match="TAZA_PAGE_TILE_URL"):
+        load_settings(None)

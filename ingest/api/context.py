@@ -38,6 +38,8 @@ class ApiContext:
     plan_pool: PlanPool | None = None
     """The collection planner (its solver processes start on the first plan asked)."""
     web_dir: Path = WEB_DIR
+    tile_url: str | None = None
+    """The page's base-map tiles (``TAZA_PAGE_TILE_URL``); None: no base map (offline)."""
     forecasts: dict[str, tuple[int, Forecast | None]] = field(default_factory=dict)
     """device → (level time, forecast): a forecast is computed once per new reading."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 from fastapi import APIRouter, Depends
@@ -38,6 +39,11 @@ async def swagger() -> HTMLResponse:
 @router.get("/")
 async def index(ctx: ApiContext = Depends(context)) -> Response:
     page = ctx.web_dir / "index.html"
-    if page.is_file():
+    if not page.is_file():
+        return HTMLResponse(PLACEHOLDER)
+    if not ctx.tile_url:
         return FileResponse(page, media_type="text/html")
-    return HTMLResponse(PLACEHOLDER)
+    html = page.read_text(encoding="utf-8").replace(
+        '<body data-tiles=""', f'<body data-tiles="{escape(ctx.tile_url, quote=True)}"', 1
+    )
+    return HTMLResponse(html)
