@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -16,7 +17,7 @@ from devices import Registry, RegistryError, decode
 from ingest.batch import Accepted
 from ingest.config import load_settings
 from ingest.errors import ConfigError, WriteUnavailable
-from ingest.fleet import FleetConfigError, FleetSettings
+from ingest.fleet import Fleet, FleetConfigError, FleetSettings
 from ingest.fleet.persist import JOURNAL
 from ingest.fleet.stage import FleetStage
 from tests.test_fleet_support import LIMITS, MIN, T0, info, replace
@@ -253,3 +254,28 @@ def test_the_retained_sync_clears_stale_topics_and_republishes_only_what_differs
     assert [(t, retain) for t, _, _, retain in again] == [(topic, True)]
     assert b'"state":"firing"' in again[0][1]
     assert [t for t, *_ in sync({})] == [topic], "a broker that lost its retained store"
+
+
+def test_a_message_the_rules_fail_on_is_skipped_not_looped(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage runs before the PUBACK and replays its journal at start: a message that trips
+    a bug in the rules must not fail delivery, or it would fail again on every restart."""
+    real = Fleet.apply
+
+    def buggy(self: Fleet, message: Any, info: Any, now_ms: int | None = None) -> list[Any]:
+        if message.seq == 1:
+            raise ZeroDivisionError("a bug in a rule")
+        return real(self, message, info, now_ms)
+
+    monkeypatch.setattr(Fleet, "apply", buggy)
+    stage = make_stage(tmp_path, FakeWriter(), Published())
+    loop.run_until_complete(stage.delivered(fills([70.0, 71.0, 72.0, 73.0])))
+    assert stage.apply_failed._value.get() == 1
+    state = stage.get("eb-1")
+    assert state is not None
+    assert state.level == 73.0, "the messages after it were applied"
+    stage.close()
+    again = make_stage(tmp_path, FakeWriter(), Published())  # the journal replays it: no raise
+    assert again.apply_failed._value.get() == 1
+    assert again.get("eb-1") is not None

@@ -31,6 +31,7 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from devices.message import Message
 from devices.registry import DeviceInfo
 from ingest.batch import Accepted
 from ingest.fleet.errors import FleetConfigError, SnapshotError
@@ -127,6 +128,11 @@ class FleetStage:
             "delivered messages applied to the fleet state",
             registry=metrics,
         )
+        self.apply_failed = Counter(
+            "taza_fleet_apply_failures_total",
+            "stored messages the fleet rules failed on (a bug): skipped for the state, logged",
+            registry=metrics,
+        )
         self.firing_gauge = Gauge(
             "taza_alerts_firing", "alerts firing now (updated each tick)", registry=metrics
         )
@@ -183,7 +189,7 @@ class FleetStage:
             records += 1
             for device_id, accepted in items:
                 info = registry.get(device_id) if registry is not None else None
-                events += self.fleet.apply(accepted.message, info, now_ms)
+                events += self._apply(accepted.message, info, now_ms)
                 messages += 1
         self.history.pending = lines(events)
         self.journal = Journal(journal)
@@ -232,7 +238,7 @@ class FleetStage:
         assert self.journal is not None, "FleetStage.open() first"
         self.journal.append(now_ms, messages)
         started = time.process_time()
-        apply = self.fleet.apply
+        apply = self._apply
         events: list[Event] = []
         for a in messages:
             events += apply(a.message, a.device, now_ms)
@@ -240,6 +246,25 @@ class FleetStage:
         self.applied_total.inc(len(messages))
         self.applied += len(messages)
         await self._emit(events, now_ms)
+
+    def _apply(self, message: Message, info: DeviceInfo | None, now_ms: int) -> list[Event]:
+        """One message through the rules. A message they fail on (a bug, not bad input: that
+        was refused at decode) is already stored; since the stage runs before the PUBACK and
+        replays its journal at start, letting the error through would fail the same message
+        on every restart. So it is logged, counted and skipped for the state."""
+        try:
+            return self.fleet.apply(message, info, now_ms)
+        except Exception as exc:
+            self.apply_failed.inc()
+            log.exception(
+                "fleet_apply_failed",
+                device_id=message.topic.device_id,
+                topic=str(message.topic),
+                seq=message.seq,
+                error=f"{type(exc).__name__}: {exc}",
+                action="message stored; its effect on the fleet state skipped",
+            )
+            return []
 
     async def _emit(self, events: list[Event], now_ms: int) -> None:
         if not events:
