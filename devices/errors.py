@@ -40,6 +40,7 @@ class Reason(StrEnum):
     BAD_STATE = "bad_state"  # state payload not exactly "online" / "offline"
     UNREGISTERED = "unregistered"  # device not in the fleet file, when configured to reject
     REFUSED_BY_DATABASE = "refused_by_database"  # decoded fine, but the database rejected the point
+    INTERNAL_ERROR = "internal_error"  # set by the service: a bug in taza met this message
 
 
 class TazaDeviceError(Exception):

@@ -119,6 +119,20 @@ class Pipeline:
         except Ignored:
             self.metrics.ignored.inc()
             return
+        except Exception as exc:
+            # A bug, not bad input. Failing the stage would make the broker redeliver the same
+            # message to every restart; a dead letter keeps it, acknowledged and replayable.
+            log.exception("pipeline_internal_error", topic=msg.topic, error=repr(exc))
+            batch.rejects.append(
+                DeadLetter(
+                    msg.topic,
+                    msg.payload,
+                    Reason.INTERNAL_ERROR,
+                    f"{type(exc).__name__}: {exc}"[:500],
+                    msg.received_at,
+                )
+            )
+            return
         if message.extra_fields:
             self._extra += len(message.extra_fields)
         batch.add_lines(

@@ -218,3 +218,27 @@ async def test_a_failing_sink_leaves_its_batch_unacknowledged(tmp_path: Path) ->
         await delivery.run(queue)
     assert len(writer.lines) == 2, "stored"
     assert acked == [], "but not acknowledged"
+
+
+def test_a_message_that_trips_a_bug_is_dead_lettered_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Were the pipeline to fail on it, the broker would redeliver the same message to every
+    restart; as a dead letter (internal_error) it is kept, acknowledged and replayable."""
+    import devices
+
+    real = devices.decode
+
+    def buggy(topic: str, payload: bytes, *a: object, **kw: object) -> devices.Message:
+        if b"boom" in payload:
+            raise KeyError("a bug in decode")
+        return real(topic, payload, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(devices, "decode", buggy)
+    pipeline = Pipeline(Metrics(), limits=limits_from(4096, 86400, False))
+    batch = _batch(pipeline, 1, [1, 2])
+    pipeline.process(Incoming(9, 1, 1, "taza/v1/a/ecobox/d1/fill", b'{"boom": 1}', NOW, 0.0), batch)
+    assert len(batch.acks) == 3, "acknowledged like any other message once stored"
+    assert [d.reason.value for d in batch.rejects] == ["internal_error"]
+    assert "KeyError" in batch.rejects[0].detail
+    assert len(batch.accepted) == 2
