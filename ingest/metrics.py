@@ -1,19 +1,48 @@
-"""Prometheus metrics of one service instance (its own registry, so tests can run several)."""
+"""Prometheus metrics of one service instance (its own registry, so tests can run several).
+
+Every series an alerting rule may use exists from the first scrape: labelled counters are
+created at 0 for each label value the code can produce (``rate()``/``increase()`` need a
+sample before the first event, and an absent series makes a rule silently never fire). The
+rules in deploy/prometheus/taza-rules.yml are checked against this page by the tests.
+"""
 
 from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    Info,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
 
+from devices import Reason
+from ingest.watchdog import Watchdog
+
 disable_created_metrics()  # type: ignore[no-untyped-call]  # _created series: noise to operators
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DISTRIBUTION = "taza-telemetry"
+
+WRITE_ERROR_KINDS = ("unavailable", "refused")
+STORES = ("spool", "deadletter")
+STORE_ERRNOS = ("ENOSPC", "EDQUOT", "EIO", "EROFS", "EACCES")
+"""The errno names a full or failing disk gives; others appear when they first happen."""
+DATABASE_LIMITS = ("max-values-per-tag", "max-series-per-database")
+
+
+def taza_version() -> str:
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 class Metrics:
@@ -118,6 +147,47 @@ class Metrics:
             ["setting"],
             registry=r,
         )
+
+        ProcessCollector(registry=r)
+        Info("taza_build", "the running taza-ingest: package and Python versions", registry=r).info(
+            {
+                "version": taza_version(),
+                "python": platform.python_version(),
+                "implementation": platform.python_implementation(),
+            }
+        )
+        self.ready = Gauge(
+            "taza_ready", "1 while /readyz answers 200 (subscribed, and able to store)", registry=r
+        )
+        self.spool_max_bytes = Gauge(
+            "taza_spool_max_bytes",
+            "TAZA_SPOOL_MAX_BYTES: the spool is full at this size",
+            registry=r,
+        )
+        self._initialise_labels()
+
+    def _initialise_labels(self) -> None:
+        for reason in Reason:
+            self.rejected.labels(reason=reason.value)
+        for kind in WRITE_ERROR_KINDS:
+            self.write_errors.labels(kind=kind)
+        for store in STORES:
+            for errno_name in STORE_ERRNOS:
+                self.store_write_errors.labels(store=store, reason=errno_name)
+        for setting in DATABASE_LIMITS:
+            self.refused_by_limit.labels(setting=setting)
+
+    def track_service(
+        self,
+        *,
+        readiness: Callable[[], tuple[bool, object]],
+        watchdog: Watchdog,
+        spool_max_bytes: int,
+    ) -> None:
+        """The service's own state, read at each scrape: readiness, per-stage watchdog state."""
+        self.ready.set_function(lambda: 1.0 if readiness()[0] else 0.0)
+        self.spool_max_bytes.set(spool_max_bytes)
+        self.registry.register(watchdog)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

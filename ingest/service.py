@@ -173,6 +173,11 @@ class Service:
         )
         self.http = HttpServer(host, port, api)
         self.metrics.queue_depth.set_function(lambda: self.intake.unacked)
+        self.metrics.track_service(
+            readiness=self.readiness,
+            watchdog=self.watchdog,
+            spool_max_bytes=settings.spool_max_bytes,
+        )
 
     def _fleet_stage(self) -> FleetStage:
         settings = self.settings

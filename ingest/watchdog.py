@@ -8,16 +8,21 @@ counter that moves when it works (``progress``), and a legitimate reason to hold
 that is busy, not holding, and whose counter has not moved for ``stall_s`` is *stuck*; a
 stage whose task ended while the service runs has *failed*. Either makes ``/healthz`` 503,
 naming the stage and why, so a supervisor's liveness probe restarts the process.
+
+The same judgement is on ``/metrics`` (the watchdog is a Prometheus collector): per stage
+``taza_stage_stuck``, ``taza_stage_holding`` and ``taza_stage_seconds_since_progress``, so an
+alerting rule sees a lagging fleet stage before — or without — anyone polling ``/healthz``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import structlog
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 log = structlog.get_logger("ingest.watchdog")
 
@@ -98,6 +103,39 @@ class Watchdog:
                 continue
             out[stage.name] = {"state": "ok"}
         return healthy, out
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus collector: every watched stage, judged at scrape time like ``check``."""
+        _, states = self.check()
+        now = self.clock()
+        stuck = GaugeMetricFamily(
+            "taza_stage_stuck",
+            "1 while a stage has work and no progress for TAZA_STALL_TIMEOUT_S, or its task "
+            "ended (/healthz 503)",
+            labels=["stage"],
+        )
+        holding = GaugeMetricFamily(
+            "taza_stage_holding",
+            "1 while a stage has work but holds still for a stated reason (e.g. a full "
+            "store: acknowledgements held)",
+            labels=["stage"],
+        )
+        still = GaugeMetricFamily(
+            "taza_stage_seconds_since_progress",
+            "seconds a stage with work has made no progress (0 while idle)",
+            labels=["stage"],
+        )
+        for name, stage in self._stages.items():
+            state = states[name]["state"]
+            stuck.add_metric([name], 1.0 if state in ("stuck", "failed") else 0.0)
+            holding.add_metric([name], 1.0 if state == "holding" else 0.0)
+            still.add_metric([name], max(0.0, now - stage.last_change))
+        yield from (stuck, holding, still)
+
+    def describe(self) -> Iterator[Metric]:
+        """Names only, so registering does not judge stages that are not wired yet."""
+        for name in ("taza_stage_stuck", "taza_stage_holding", "taza_stage_seconds_since_progress"):
+            yield GaugeMetricFamily(name, "", labels=["stage"])
 
     async def run(self, interval_s: float = 1.0) -> None:
         """Sample (and log a newly stuck stage) once per interval, whether or not anyone asks."""
