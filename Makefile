@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium
-SERVER_BINARIES := mosquitto mosquitto_pub influxd victoria-metrics chromium
+# prometheus: promtool checks deploy/prometheus/; systemd: systemd-analyze verifies deploy/systemd/
+APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium prometheus systemd
+SERVER_BINARIES := mosquitto mosquitto_pub influxd victoria-metrics chromium promtool systemd-analyze
 
 .PHONY: all setup system venv lint format test unit integration bench demo clean help
 

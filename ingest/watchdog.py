@@ -48,6 +48,7 @@ class Watchdog:
         self.stall_s = stall_s
         self.clock = clock
         self._stages: dict[str, _Watched] = {}
+        self._judged: dict[str, dict[str, object]] = {}  # the last check(), for collect()
 
     def watch(
         self,
@@ -102,11 +103,13 @@ class Watchdog:
                     stage.reported = True
                 continue
             out[stage.name] = {"state": "ok"}
+        self._judged = out
         return healthy, out
 
     def collect(self) -> Iterator[Metric]:
-        """Prometheus collector: every watched stage, judged at scrape time like ``check``."""
-        _, states = self.check()
+        """Prometheus collector: every watched stage as the last ``check`` judged it (``run``
+        checks each second). It never samples itself: a stage's progress probe may read the
+        same registry, which would collect this again."""
         now = self.clock()
         stuck = GaugeMetricFamily(
             "taza_stage_stuck",
@@ -126,7 +129,7 @@ class Watchdog:
             labels=["stage"],
         )
         for name, stage in self._stages.items():
-            state = states[name]["state"]
+            state = self._judged.get(name, {}).get("state", "ok")
             stuck.add_metric([name], 1.0 if state in ("stuck", "failed") else 0.0)
             holding.add_metric([name], 1.0 if state == "holding" else 0.0)
             still.add_metric([name], max(0.0, now - stage.last_change))
