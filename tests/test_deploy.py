@@ -140,26 +140,48 @@ def env_file(path: Path) -> dict[str, str]:
     return out
 
 
+INSTALL_PATHS = re.compile(r"/(?:etc/taza|var/lib/taza-ingest)(/[\w./-]+)?")
+
+
+def relocated(text: str, root: Path) -> str:
+    """``text`` with the install's paths moved under ``root``, each file and directory
+    created (settings that name a file check that it exists)."""
+
+    def move(m: re.Match[str]) -> str:
+        path = root / m[0].lstrip("/")
+        if m[1] is None:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        return str(path)
+
+    return INSTALL_PATHS.sub(move, text)
+
+
 def test_shipped_settings_examples_are_valid(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The unit's Environment=, then deploy/ingest.env over it (systemd's order), then
     deploy/taza-ingest.toml named by TAZA_CONFIG: a valid configuration, no secret shown."""
     unit_env = unit_directives(UNIT.read_text())["Environment"]
-    env = dict(e.replace("%S", str(tmp_path)).split("=", 1) for e in unit_env)
+    env = dict(e.replace("%S", "/var/lib").split("=", 1) for e in unit_env)
     env.update(env_file(DEPLOY / "ingest.env"))
     assert env.pop("TAZA_CONFIG") == "/etc/taza/ingest.toml"
+    toml = tmp_path / "ingest.toml"
+    toml.write_text(relocated((DEPLOY / "taza-ingest.toml").read_text(), tmp_path))
     for key in [k for k in os.environ if k.startswith("TAZA_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = load_settings(DEPLOY / "taza-ingest.toml")
-    assert settings.data_dir == tmp_path / "taza-ingest"
+        monkeypatch.setenv(key, relocated(value, tmp_path))
+    settings = load_settings(toml)
+    assert settings.data_dir == tmp_path / "var/lib/taza-ingest"
     assert settings.log_format == "json"
     assert settings.broker.tls
-    assert settings.mqtt_ca_file is not None
+    assert settings.mqtt_ca_file == tmp_path / "etc/taza/tls/ca.crt"
+    assert settings.influx_url.startswith("https://")
     assert settings.http_addr.startswith("127.0.0.1:")
-    assert settings.registry == Path("/etc/taza/fleet.csv")
+    assert settings.registry == tmp_path / "etc/taza/fleet.csv"
     assert "CHANGE-ME" not in str(settings.summary())  # the start-up line shows no secret
 
 
