@@ -96,6 +96,28 @@ def test_systemd_analyze_verify_would_catch_a_mistake_in_the_unit(tmp_path: Path
     assert "ProtectSytem" in verify(unit_for_verify(tmp_path, broken))
 
 
+DEBIAN_MOSQUITTO_UNIT = Path("/lib/systemd/system/mosquitto.service")
+MOSQUITTO_DROPIN = DEPLOY / "systemd" / "mosquitto.service.d" / "taza.conf"
+
+
+def test_mosquitto_dropin_verifies_on_debians_unit(tmp_path: Path) -> None:
+    """The broker runs as Debian's mosquitto.service with our drop-in (a profile path and
+    a file limit for max_connections), read by systemd-analyze from beside the unit."""
+    if not DEBIAN_MOSQUITTO_UNIT.is_file():
+        pytest.fail(f"{DEBIAN_MOSQUITTO_UNIT} missing: apt-get install mosquitto")
+    unit = tmp_path / DEBIAN_MOSQUITTO_UNIT.name
+    shutil.copy(DEBIAN_MOSQUITTO_UNIT, unit)
+    dropins = tmp_path / "mosquitto.service.d"
+    dropins.mkdir()
+    shutil.copy(MOSQUITTO_DROPIN, dropins / MOSQUITTO_DROPIN.name)
+    assert verify(unit) == ""
+    (dropins / "typo.conf").write_text("[Service]\nLimitNOFILEX=1\n")
+    assert "LimitNOFILEX" in verify(unit)  # the drop-in directory is really read
+    d = unit_directives(MOSQUITTO_DROPIN.read_text())
+    assert d["ExecStart"] == ["", "/usr/sbin/mosquitto -c /etc/mosquitto/taza/mosquitto.conf"]
+    assert int(d["LimitNOFILE"][0]) > 20000  # the profile's max_connections
+
+
 def test_systemd_unit_is_locked_down(tmp_path: Path) -> None:
     done = run(
         tool("systemd-analyze", "systemd"),
