@@ -210,12 +210,21 @@ def test_shipped_settings_examples_are_valid(
 # -- Prometheus ---------------------------------------------------------------------------------
 
 
-def test_promtool_checks_the_scrape_config_and_its_rules() -> None:
-    done = run(
-        tool("promtool", "prometheus"), "check", "config", str(PROMETHEUS / "prometheus.yml")
-    )
+TOKEN_FILE = "/etc/prometheus/taza-ingest.token"
+
+
+def test_promtool_checks_the_scrape_config_and_its_rules(tmp_path: Path) -> None:
+    """The shipped prometheus.yml beside its rules, the token file it names made in tmp
+    (promtool insists that it exists)."""
+    config = (PROMETHEUS / "prometheus.yml").read_text()
+    assert config.count(TOKEN_FILE) == 1
+    token = tmp_path / "taza-ingest.token"
+    token.write_text("taza_00000000_" + "x" * 43 + "\n")
+    (tmp_path / "prometheus.yml").write_text(config.replace(TOKEN_FILE, str(token)))
+    shutil.copy(RULES, tmp_path / RULES.name)
+    done = run(tool("promtool", "prometheus"), "check", "config", str(tmp_path / "prometheus.yml"))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "taza-rules.yml" in done.stdout  # the rule file was found and checked with it
+    assert f"SUCCESS: {len(rules())} rules found" in done.stdout  # found and checked with it
 
 
 def test_promtool_checks_the_rules() -> None:
