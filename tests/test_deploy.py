@@ -225,6 +225,8 @@ def test_promtool_checks_the_scrape_config_and_its_rules(tmp_path: Path) -> None
     done = run(tool("promtool", "prometheus"), "check", "config", str(tmp_path / "prometheus.yml"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(rules())} rules found" in done.stdout  # found and checked with it
+    jobs = [j["job_name"] for j in yaml.safe_load(config)["scrape_configs"]]
+    assert "taza-ingest" in jobs  # the job the rules' up{job="taza-ingest"} and process_* name
 
 
 def test_promtool_checks_the_rules() -> None:
