@@ -132,7 +132,8 @@ class Watchdog:
             state = self._judged.get(name, {}).get("state", "ok")
             stuck.add_metric([name], 1.0 if state in ("stuck", "failed") else 0.0)
             holding.add_metric([name], 1.0 if state == "holding" else 0.0)
-            still.add_metric([name], max(0.0, now - stage.last_change))
+            idle = state == "idle"
+            still.add_metric([name], 0.0 if idle else max(0.0, now - stage.last_change))
         yield from (stuck, holding, still)
 
     def describe(self) -> Iterator[Metric]:
