@@ -6,11 +6,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# prometheus: promtool checks deploy/prometheus/; systemd: systemd-analyze verifies deploy/systemd/
-APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium prometheus systemd
-SERVER_BINARIES := mosquitto mosquitto_pub influxd victoria-metrics chromium promtool systemd-analyze
+APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium
+SERVER_BINARIES := mosquitto mosquitto_pub influxd victoria-metrics chromium
 
 .PHONY: all setup system venv lint format test unit integration bench demo clean help
+
+# deploy/ is checked by the tools a city runs it with: promtool (prometheus) and
+# systemd-analyze (systemd).
+APT_PACKAGES += prometheus systemd
+SERVER_BINARIES += promtool systemd-analyze
 
 all: test
 
