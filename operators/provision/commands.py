@@ -132,7 +132,7 @@ def add(
     """Credentials for devices of the fleet file and for accounts; prints each secret once."""
     try:
         wanted = _wanted(accounts)
-        if device_ids or not accounts:
+        if device_ids or fleet is not None or not accounts:
             registry = _fleet(fleet)
             unknown = [d for d in device_ids if d not in registry]
             if unknown:
