@@ -439,6 +439,32 @@ def _stop_leftovers() -> None:
             server.stop(timeout=5)
 
 
+RETAIN_GUARD = "taza_retain_guard.so"
+RETAIN_GUARD_SRC = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "retain-guard"
+RETAIN_GUARD_HINT = "apt-get install -y gcc make mosquitto-dev libmosquitto-dev"
+
+
+def build_retain_guard(out_dir: Path) -> Path:
+    """The production profile's retain-guard plugin, built from the checkout's source with
+    its own Makefile (what a city runs) into ``out_dir``."""
+    out = Path(out_dir) / RETAIN_GUARD
+    if not (RETAIN_GUARD_SRC / "Makefile").exists():
+        raise ServerError(f"{RETAIN_GUARD_SRC}: the retain guard's source is not here (a checkout)")
+    try:
+        subprocess.run(
+            [find_binary("make"), "-s", "-C", str(RETAIN_GUARD_SRC), f"OUT={out}"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise ServerError(
+            f"building the retain guard failed ({RETAIN_GUARD_HINT}):\n{exc.stderr[-2000:]}"
+        ) from None
+    return out
+
+
 class Mosquitto(Server):
     """The broker, configured from taza's mosquitto.conf (or ``source_conf``, another file).
 
@@ -520,7 +546,9 @@ class Mosquitto(Server):
         for raw in text.splitlines():
             words = raw.split()
             key = words[0] if words else ""
-            if key == "listener":
+            if key == "plugin" and len(words) == 2 and Path(words[1]).name == RETAIN_GUARD:
+                out.append(f"plugin {build_retain_guard(self.data_dir)}")
+            elif key == "listener":
                 if listener_seen:
                     raise ServerError(
                         f"{self.source_conf} has more than one listener; devstack/servers.py only "

@@ -233,12 +233,22 @@ def test_device_cannot_publish_alerts_or_feedback(connect: Callable[[str], Clien
     assert eb1.publish("taza/v1/_deadletter/bad_json", b"x") == NOT_AUTHORIZED
 
 
-def test_retained_state_is_kept_for_new_subscribers(connect: Callable[[str], Client]) -> None:
+def test_device_may_retain_only_its_state(connect: Callable[[str], Client]) -> None:
     eb1 = connect("eb-1")
     assert eb1.publish("taza/v1/almaty/ecobox/eb-1/state", b"online", retain=True) == 0
-    ops = connect("operator.ops")
-    ops.subscribe("taza/v1/almaty/ecobox/eb-1/state")
-    assert ops.received() == [("taza/v1/almaty/ecobox/eb-1/state", b"online", True)]
+    for channel in ("fill", "status"):
+        topic = f"taza/v1/almaty/ecobox/eb-1/{channel}"
+        assert eb1.publish(topic, b"stale forever", retain=True) == NOT_AUTHORIZED
+    assert eb1.publish("taza/v1/almaty/ecobox/eb-1/fill", b"live") == 0, "not retained: fine"
+    ingest = connect("ingest.main")
+    assert ingest.publish("taza/v1/alerts/almaty/eb-1/full", b"firing", retain=True) == 0
+    late = connect("operator.ops")  # a new subscriber sees only what may be retained
+    late.subscribe("taza/v1/#")
+    retained = {(t, p) for t, p, r in late.received() if r}
+    assert ("taza/v1/almaty/ecobox/eb-1/state", b"online") in retained
+    assert ("taza/v1/alerts/almaty/eb-1/full", b"firing") in retained
+    assert not [t for t, _ in retained if t.endswith(("/fill", "/status"))]
+    assert ingest.publish("taza/v1/alerts/almaty/eb-1/full", b"", retain=True) == 0  # clear
 
 
 def test_crew_reads_only_its_regions_alerts(connect: Callable[[str], Client]) -> None:
