@@ -63,6 +63,8 @@ def _finish(
     result: dict[str, Any], secrets: list[tuple[Account, str]], pid_file: Path | None,
     as_json: bool,
 ) -> None:  # fmt: skip
+    """Print the result (the secrets once), then reload the broker if asked; a failed reload
+    still prints the secrets: the files are written and the accounts exist."""
     result["accounts"] = [
         {"username": a.username, "role": a.role.value, "password": s} for a, s in secrets
     ]
@@ -73,6 +75,7 @@ def _finish(
             result["reloaded_pid"] = store.reload_broker(pid_file)
         except ProvisionError as exc:
             error = exc
+            result.update(error=exc.reason.value, detail=exc.message)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -84,7 +87,8 @@ def _finish(
         if secrets:
             click.echo("secrets are shown only now: taza stores their hashes only", err=True)
     if error is not None:
-        _fail(error, False)
+        click.echo(f"taza: {error.message}", err=True)
+        sys.exit(ExitCode.FAILURE)
     if pid_file is None and any(result.get(k) for k in ("added", "rotated", "revoked")):
         click.echo("reload the broker to apply: systemctl reload mosquitto", err=True)
 
@@ -132,6 +136,13 @@ def add(
     """Credentials for devices of the fleet file and for accounts; prints each secret once."""
     try:
         wanted = _wanted(accounts)
+        devices_named = [a.username for a in wanted if a.role is Role.DEVICE]
+        if devices_named:
+            raise ProvisionError(
+                Why.BAD_NAME,
+                f"--account {devices_named[0]!r}: accounts are ingest.NAME, crew.REGION[.NAME] "
+                "or operator.NAME; devices come from the fleet file (DEVICE_IDS)",
+            )
         if device_ids or fleet is not None or not accounts:
             registry = _fleet(fleet)
             unknown = [d for d in device_ids if d not in registry]
