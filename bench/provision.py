@@ -99,7 +99,7 @@ def files(root: Path, n: int) -> dict[str, float]:
         pid_file = root / "mosquitto.pid"
         pid_file.write_text(str(broker.pid))
         grown = fleet_file(root / "fleet.csv", n + 1)
-        t_one, doc = taza("add", "bench-%06d" % n, "--fleet", str(grown),
+        t_one, doc = taza("add", f"bench-{n:06d}", "--fleet", str(grown),
                           "--dir", str(broker_dir), "--pid-file", str(pid_file))  # fmt: skip
         (new,) = doc["accounts"]
         t0 = time.perf_counter()
@@ -220,8 +220,9 @@ def main() -> None:
     print(f"  a SIGHUP reload alone         {f['sighup_reload_s']:.3f} s")
     if "dynsec" in result:
         d = result["dynsec"]
+        hit = " (budget hit)" if d["stopped_by_budget"] else ""
         print(f"dynamic-security plugin: {d['devices']} devices in {d['seconds']:.1f} s"
-              f" ({d['json_bytes']:,} bytes of JSON){' (budget hit)' if d['stopped_by_budget'] else ''}")  # fmt: skip
+              f" ({d['json_bytes']:,} bytes of JSON){hit}")  # fmt: skip
         for s in d["steps"]:
             print(f"  {s['devices']:>6} devices after {s['seconds']:7.2f} s")
 
