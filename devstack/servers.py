@@ -34,6 +34,8 @@ from operators.provision import profile as broker_profile
 from operators.provision.profile import PROFILES
 
 PROFILE_MARK = "# >>> profile:"
+MTLS_PORT = 8884
+"""The shipped production block's optional (commented-out) mutual-TLS listener."""
 
 __all__ = [
     "INSTALL_HINT",
@@ -489,11 +491,13 @@ class Mosquitto(Server):
         *,
         profile: str = "development",
         broker_dir: Path | None = None,
+        mtls: bool = False,
     ) -> None:
         """``profile``: which block of the shipped file (``development``: anonymous plain MQTT;
         ``production``: TLS, password file and ACL). ``broker_dir`` replaces the production
         block's ``/etc/mosquitto/taza`` (``passwd``, ``acl``, ``tls/``), default ``data_dir``:
-        ``taza devices add|tls --dir`` writes those files before start()."""
+        ``taza devices add|tls --dir`` writes those files before start(). ``mtls``: also the
+        production block's commented-out mutual-TLS listener, on ``mtls_port``."""
         super().__init__(data_dir, port)
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
@@ -501,6 +505,9 @@ class Mosquitto(Server):
         self.source_conf = SHIPPED_MOSQUITTO_CONF if source_conf is None else Path(source_conf)
         self.profile = profile
         self.broker_dir = self.data_dir if broker_dir is None else Path(broker_dir).resolve()
+        if mtls and profile != "production":
+            raise ValueError("mtls=True needs profile='production'")
+        self.mtls_port: int | None = free_port() if mtls else None
 
     @property
     def tls(self) -> bool:
@@ -542,12 +549,20 @@ class Mosquitto(Server):
         listener_seen = False
         text = self.source_conf.read_text()
         if PROFILE_MARK in text:
-            text = broker_profile.render(text, self.profile, broker_dir=self.broker_dir)
+            text = broker_profile.render(
+                text,
+                self.profile,
+                broker_dir=self.broker_dir,
+                enable_listeners=(MTLS_PORT,) if self.mtls_port else (),
+                listeners={MTLS_PORT: (self.mtls_port, self.host)} if self.mtls_port else {},
+            )
         for raw in text.splitlines():
             words = raw.split()
             key = words[0] if words else ""
             if key == "plugin" and len(words) == 2 and Path(words[1]).name == RETAIN_GUARD:
                 out.append(f"plugin {build_retain_guard(self.data_dir)}")
+            elif key == "listener" and self.mtls_port and words[1:2] == [str(self.mtls_port)]:
+                out.append(raw)
             elif key == "listener":
                 if listener_seen:
                     raise ServerError(

@@ -78,12 +78,24 @@ class Client:
     """A paho MQTT 5 client over TLS that records CONNACK, PUBACK codes and messages."""
 
     def __init__(
-        self, broker: Mosquitto, user: str | None, password: str | None, *, ca: Path | None = None
+        self,
+        broker: Mosquitto,
+        user: str | None,
+        password: str | None,
+        *,
+        ca: Path | None = None,
+        port: int | None = None,
+        cert: Path | None = None,
     ) -> None:
+        """``cert``: a client certificate, ``cert.crt`` + ``cert.key`` (mutual TLS)."""
         self.c = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{next(_ids)}", protocol=paho.MQTTv5
         )
-        self.c.tls_set_context(ssl.create_default_context(cafile=str(ca or broker.ca_file)))
+        ctx = ssl.create_default_context(cafile=str(ca or broker.ca_file))
+        if cert is not None:
+            ctx.load_cert_chain(cert.with_suffix(".crt"), cert.with_suffix(".key"))
+        self.c.tls_set_context(ctx)
+        self.port = broker.port if port is None else port
         if user is not None:
             self.c.username_pw_set(user, password)
         self.connack: queue.Queue[int] = queue.Queue()
@@ -100,7 +112,7 @@ class Client:
 
     def connect(self) -> int:
         """The CONNACK reason code (0: accepted)."""
-        self.c.connect(self.broker.host, self.broker.port, keepalive=30)
+        self.c.connect(self.broker.host, self.port, keepalive=30)
         self.c.loop_start()
         code = self.connack.get(timeout=10)
         if code != 0:
@@ -289,8 +301,8 @@ def test_operator_reads_everything_and_writes_nothing(connect: Callable[[str], C
     assert ops.publish("taza/v1/almaty/ecobox/eb-2/fill", b"x") == NOT_AUTHORIZED
 
 
-def _loop_until_lost(client: paho.Client, broker: Mosquitto) -> None:
-    client.connect(broker.host, broker.port, keepalive=5)
+def _loop_until_lost(client: paho.Client, host: str, port: int) -> None:
+    client.connect(host, port, keepalive=5)
     for _ in range(50):  # CONNECT goes out, the TLS listener answers with a TLS alert
         if client.loop(timeout=0.1) != paho.MQTT_ERR_SUCCESS:
             raise ConnectionError("connection lost")
@@ -300,7 +312,7 @@ def test_plain_text_to_the_tls_listener_fails(broker: Mosquitto, fleet: Fleet) -
     plain = paho.Client(CallbackAPIVersion.VERSION2, client_id="plain", protocol=paho.MQTTv5)
     plain.username_pw_set("eb-1", fleet.secrets["eb-1"])
     with pytest.raises((ConnectionError, OSError)):
-        _loop_until_lost(plain, broker)
+        _loop_until_lost(plain, broker.host, broker.port)
     assert not plain.is_connected()
 
 
@@ -460,3 +472,25 @@ def test_tls_handshake_needs_no_client_certificate(broker: Mosquitto) -> None:
         ctx.wrap_socket(raw, server_hostname="localhost") as tls_sock,
     ):
         assert tls_sock.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_mutual_tls_takes_the_certificate_cn_as_the_user_name(
+    tmp_path: Path, make_mosquitto: Callable[..., Mosquitto]
+) -> None:
+    """The production block's optional mutual-TLS listener, switched on as documented."""
+    f = provision(tmp_path)
+    f.cli("tls", "--client", "eb-1")
+    broker = make_mosquitto(profile="production", broker_dir=f.dir, mtls=True)
+    assert broker.mtls_port is not None
+    key = f.dir / "tls" / "clients" / "eb-1"
+    # no user name, no password: the certificate says who
+    mtls = Client(broker, None, None, port=broker.mtls_port, cert=key)
+    assert mtls.connect() == 0
+    assert mtls.publish("taza/v1/almaty/ecobox/eb-1/fill", b"r") == 0
+    assert mtls.publish("taza/v1/almaty/ecobox/eb-2/fill", b"forged") == NOT_AUTHORIZED
+    assert mtls.publish("taza/v1/almaty/ecobox/eb-1/fill", b"r", retain=True) == NOT_AUTHORIZED
+    mtls.close()
+
+    without = Client(broker, "eb-1", f.secrets["eb-1"], port=broker.mtls_port)
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        _loop_until_lost(without.c, broker.host, broker.mtls_port)

@@ -43,6 +43,26 @@ def select(text: str, profile: str) -> list[str]:
     return out
 
 
+_COMMENTED_SETTING = re.compile(r"#\s?([a-z_]+ \S+)$")
+
+
+def enable(lines: list[str], port: int) -> list[str]:
+    """Uncomment the commented-out ``# listener PORT`` and the settings right below it (the
+    profile's optional mutual-TLS listener), up to the first line that is not a setting."""
+    out: list[str] = []
+    inside = False
+    for line in lines:
+        m = _COMMENTED_SETTING.match(line.strip())
+        if m and m.group(1) == f"listener {port}":
+            inside = True
+        elif not m:
+            inside = False
+        out.append(m.group(1) if inside and m else line)
+    if not inside and not any(line == f"listener {port}" for line in out):
+        raise ValueError(f"no commented-out `# listener {port}` block")
+    return out
+
+
 def render(
     text: str,
     profile: str,
@@ -50,15 +70,19 @@ def render(
     listeners: Mapping[int, tuple[int, str]] | None = None,
     settings: Mapping[str, str] | None = None,
     broker_dir: Path | None = None,
+    enable_listeners: tuple[int, ...] = (),
 ) -> str:
-    """``profile`` of ``text`` with listener ``PORT`` moved to ``listeners[PORT]`` = (port,
-    address), the value of every active ``settings`` key replaced, and the shipped
-    ``/etc/mosquitto/taza`` directory (in active and commented lines) replaced by
-    ``broker_dir``."""
+    """``profile`` of ``text`` with the commented-out ``enable_listeners`` blocks switched on,
+    listener ``PORT`` moved to ``listeners[PORT]`` = (port, address), the value of every
+    active ``settings`` key replaced, and the shipped ``/etc/mosquitto/taza`` directory (in
+    active and commented lines) replaced by ``broker_dir``."""
     listeners = listeners or {}
     settings = settings or {}
     out: list[str] = []
-    for line in select(text, profile):
+    lines = select(text, profile)
+    for port in enable_listeners:
+        lines = enable(lines, port)
+    for line in lines:
         words = line.split()
         key = words[0] if words else ""
         if key == "listener" and len(words) >= 2 and int(words[1]) in listeners:

@@ -27,25 +27,28 @@
 #define MAX_FILTERS 16
 #define DEFAULT_TOPICS "taza/v1/+/+/+/state taza/v1/alerts/#"
 
-static mosquitto_plugin_id_t *plugin_id = NULL;
-static char *topics_buf = NULL;
-static char *filters[MAX_FILTERS];
-static int filter_count = 0;
+/* One per `plugin` line: with per_listener_settings each listener loads its own instance. */
+struct guard {
+	mosquitto_plugin_id_t *id;
+	char *buf;
+	char *filters[MAX_FILTERS];
+	int count;
+};
 
 static int acl_check(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_acl_check *ed = event_data;
+	struct guard *g = userdata;
 	bool match;
 	int i;
 
 	(void)event;
-	(void)userdata;
 	if(ed->access != MOSQ_ACL_WRITE || !ed->retain){
 		return MOSQ_ERR_PLUGIN_DEFER;
 	}
-	for(i = 0; i < filter_count; i++){
+	for(i = 0; i < g->count; i++){
 		match = false;
-		if(mosquitto_topic_matches_sub(filters[i], ed->topic, &match) == MOSQ_ERR_SUCCESS && match){
+		if(mosquitto_topic_matches_sub(g->filters[i], ed->topic, &match) == MOSQ_ERR_SUCCESS && match){
 			return MOSQ_ERR_PLUGIN_DEFER;
 		}
 	}
@@ -70,40 +73,46 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 		struct mosquitto_opt *opts, int opt_count)
 {
 	const char *topics = DEFAULT_TOPICS;
+	struct guard *g;
 	char *save = NULL;
 	char *tok;
 	int i;
 
-	(void)user_data;
 	for(i = 0; i < opt_count; i++){
 		if(!strcmp(opts[i].key, "retain_topics")){
 			topics = opts[i].value;
 		}
 	}
-	topics_buf = strdup(topics);
-	if(topics_buf == NULL){
+	g = calloc(1, sizeof(*g));
+	if(g == NULL || (g->buf = strdup(topics)) == NULL){
+		free(g);
 		return MOSQ_ERR_NOMEM;
 	}
-	for(tok = strtok_r(topics_buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)){
-		if(filter_count == MAX_FILTERS || mosquitto_sub_topic_check(tok) != MOSQ_ERR_SUCCESS){
+	for(tok = strtok_r(g->buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)){
+		if(g->count == MAX_FILTERS || mosquitto_sub_topic_check(tok) != MOSQ_ERR_SUCCESS){
 			mosquitto_log_printf(MOSQ_LOG_ERR, "taza retain guard: bad or too many retain_topics: %s", tok);
+			free(g->buf);
+			free(g);
 			return MOSQ_ERR_INVAL;
 		}
-		filters[filter_count++] = tok;
+		g->filters[g->count++] = tok;
 	}
-	plugin_id = identifier;
-	mosquitto_log_printf(MOSQ_LOG_INFO, "taza retain guard: retained publications allowed on %d filter(s)", filter_count);
-	return mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, acl_check, NULL, NULL);
+	g->id = identifier;
+	*user_data = g;
+	mosquitto_log_printf(MOSQ_LOG_INFO, "taza retain guard: retained publications allowed on %d filter(s)", g->count);
+	return mosquitto_callback_register(g->id, MOSQ_EVT_ACL_CHECK, acl_check, NULL, g);
 }
 
 int mosquitto_plugin_cleanup(void *user_data, struct mosquitto_opt *opts, int opt_count)
 {
-	(void)user_data;
+	struct guard *g = user_data;
+
 	(void)opts;
 	(void)opt_count;
-	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, acl_check, NULL);
-	free(topics_buf);
-	topics_buf = NULL;
-	filter_count = 0;
+	if(g){
+		mosquitto_callback_unregister(g->id, MOSQ_EVT_ACL_CHECK, acl_check, NULL);
+		free(g->buf);
+		free(g);
+	}
 	return MOSQ_ERR_SUCCESS;
 }
