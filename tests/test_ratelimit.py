@@ -12,6 +12,8 @@ import pytest
 
 from devices import Reason
 from ingest.batch import Batch, Incoming
+from ingest.config import load_settings
+from ingest.errors import ConfigError
 from ingest.metrics import Metrics
 from ingest.pipeline import Pipeline, limits_from
 from ingest.ratelimit import Buckets, DeviceRateLimit, device_in
@@ -102,3 +104,19 @@ def test_pipeline_rejects_the_excess_before_decoding_and_counts_it_per_kind() ->
     sample = metrics.registry.get_sample_value
     assert sample("taza_rate_limited_total", {"kind": "rvm"}) == 7
     assert sample("taza_rate_limited_total", {"kind": "ecobox"}) == 0
+
+
+def test_a_configuration_that_could_hold_too_much_in_flight_does_not_start() -> None:
+    default = load_settings().inflight
+    assert (default.messages, default.bytes // 2**20) == (50_000, 312), "docs/ingest.md's figures"
+    with pytest.raises(ConfigError) as info:
+        load_settings(max_payload_bytes=262144)
+    assert "TAZA_MAX_INFLIGHT_BYTES" in str(info.value)
+    assert "TAZA_MQTT_RECEIVE_MAXIMUM" in str(info.value)
+    roomy = load_settings(
+        max_payload_bytes=262144,
+        mqtt_receive_maximum=100,
+        batch_max_lines=100,
+        max_inflight_bytes=3 << 30,
+    )
+    assert roomy.inflight.bytes <= roomy.max_inflight_bytes
