@@ -1,4 +1,8 @@
-"""The pipeline stage: decode (devices) → enrich from the registry → line protocol → batch.
+"""The pipeline stage: rate limit → decode (devices) → enrich from the registry → line
+protocol → batch.
+
+The per-device rate limit (ingest/ratelimit.py) comes first, from the topic alone: a message
+over its device's budget becomes a ``rate_limited`` dead letter without being decoded.
 
 Owns the intake queue and the current batch. A batch is handed to delivery when it
 holds ``max_lines`` lines or its oldest message is ``max_age_s`` old, whichever first
