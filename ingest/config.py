@@ -197,9 +197,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_inflight_bound(self) -> Settings:
-        bound = inflight_bound(
-            self.mqtt_receive_maximum, self.max_payload_bytes, self.batch_max_lines
-        )
+        """The bound of ingest/inflight.py, refused at start rather than found out of memory."""
+        bound = self.inflight
         if bound.bytes > self.max_inflight_bytes:
             raise ValueError(
                 f"messages in flight could hold {bound.describe()}, above "
@@ -211,6 +210,7 @@ class Settings(BaseSettings):
 
     @property
     def inflight(self) -> InflightBound:
+        """What messages in flight can hold at most (stated in the start line)."""
         return inflight_bound(
             self.mqtt_receive_maximum, self.max_payload_bytes, self.batch_max_lines
         )
