@@ -3,17 +3,20 @@
 systemd-analyze (Debian's ``systemd``) verifies the real unit file; promtool (Debian's
 ``prometheus``) checks the scrape config and the rules and runs the rules' unit tests; and the
 real service started from nothing must expose every metric the rules use — a rule on a
-missing series never fires, which is worse than no rule. A missing tool fails the test with
+missing series never fires, which is worse than no rule — and a real Prometheus with the
+shipped config scrapes it and evaluates every rule without error or false alarm. A missing tool fails the test with
 the package to install (``make system`` installs both).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from devices import Reason
-from devstack.ingest_process import http_get
+from devstack.ingest_process import http_get, wait_until
+from devstack.servers import free_port
 from ingest.config import load_settings
 from ingest.metrics import taza_version
 from ingest.service import CANCEL_GRACE_S, HARD_STOP_MARGIN_S
@@ -323,3 +327,76 @@ def test_every_metric_the_rules_use_is_exposed_by_the_real_service_from_start(
     for stage in stages:
         assert m[f'taza_stage_stuck{{stage="{stage}"}}'] == 0
         assert m[f'taza_stage_holding{{stage="{stage}"}}'] == 0
+
+
+EXPECTED_WITHOUT_DEVICES = {"TazaNoMessages"}  # true of a service no device publishes to
+
+
+@pytest.mark.integration
+def test_real_prometheus_scrapes_the_service_with_the_shipped_config_and_rules(
+    tmp_path: Path, mosquitto: Any, influxd: Any, influx_db: str, make_ingest: MakeIngest
+) -> None:
+    """Debian's prometheus, on loopback, with deploy/prometheus/ (target, token file and
+    intervals put to the test's): it scrapes the real service, evaluates every rule without
+    error, and a healthy service raises no alert."""
+    ingest = make_ingest(mosquitto.url, influxd.url, TAZA_INFLUX_DB=influx_db).start()
+    token = tmp_path / "taza-ingest.token"
+    token.write_text("taza_00000000_" + "x" * 43 + "\n")
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config.pop("alerting")
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "taza-ingest")
+    job["static_configs"][0]["targets"] = [f"127.0.0.1:{ingest.http_port}"]
+    job["authorization"]["credentials_file"] = str(token)
+    config["scrape_configs"] = [job]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    shutil.copy(RULES, tmp_path / RULES.name)
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api/v1"
+    log = (tmp_path / "prometheus.log").open("wb")
+    prom = subprocess.Popen(
+        [
+            tool("prometheus", "prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def get(path: str) -> Any:
+            status, body = http_get(api + path)
+            assert status == 200, f"{path}: {status} {body[:300]}"
+            return json.loads(body)["data"]
+
+        def scraped() -> bool:
+            if prom.poll() is not None:
+                raise AssertionError((tmp_path / "prometheus.log").read_text()[-2000:])
+            if http_get(api + "/targets")[0] != 200:
+                return False
+            return [t["health"] for t in get("/targets")["activeTargets"]] == ["up"]
+
+        wait_until(scraped, 30, "prometheus scraping taza-ingest")
+        assert get("/query?query=taza_ready")["result"][0]["value"][1] == "1"
+        wait_until(
+            lambda: all(r.get("lastEvaluation", "0001").startswith("2") for r in _rules(get)),
+            20,
+            "every rule evaluated",
+        )
+        time.sleep(3)  # a few evaluations over several scrapes
+        evaluated = _rules(get)
+        assert {r["name"] for r in evaluated} == {r["alert"] for r in rules()}
+        errors = {r["name"]: r["lastError"] for r in evaluated if r["health"] != "ok"}
+        assert not errors, errors
+        active = {r["name"]: r["state"] for r in evaluated if r["state"] != "inactive"}
+        assert set(active) <= EXPECTED_WITHOUT_DEVICES, active
+    finally:
+        prom.terminate()
+        prom.wait(10)
+        log.close()
+
+
+def _rules(get: Any) -> list[dict[str, Any]]:
+    return [rule for group in get("/rules")["groups"] for rule in group["rules"]]
