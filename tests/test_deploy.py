@@ -4,8 +4,8 @@ systemd-analyze (Debian's ``systemd``) verifies the real unit file; promtool (De
 ``prometheus``) checks the scrape config and the rules and runs the rules' unit tests; and the
 real service started from nothing must expose every metric the rules use — a rule on a
 missing series never fires, which is worse than no rule — and a real Prometheus with the
-shipped config scrapes it and evaluates every rule without error or false alarm. A missing tool fails the test with
-the package to install (``make system`` installs both).
+shipped config scrapes it and evaluates every rule without error or false alarm. A missing
+tool fails the test with the package to install (``make system`` installs them).
 """
 
 from __future__ import annotations
