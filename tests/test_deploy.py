@@ -30,6 +30,7 @@ from devstack.servers import free_port
 from ingest.config import load_settings
 from ingest.metrics import taza_version
 from ingest.service import CANCEL_GRACE_S, HARD_STOP_MARGIN_S
+from operators.provision import profile, store
 from tests.conftest import REPO, MakeIngest
 
 DEPLOY = REPO / "deploy"
@@ -118,7 +119,8 @@ def test_mosquitto_dropin_verifies_on_debians_unit(tmp_path: Path) -> None:
     (dropins / "typo.conf").write_text("[Service]\nLimitNOFILEX=1\n")
     assert "LimitNOFILEX" in verify(unit)  # the drop-in directory is really read
     d = unit_directives(MOSQUITTO_DROPIN.read_text())
-    assert d["ExecStart"] == ["", "/usr/sbin/mosquitto -c /etc/mosquitto/taza/mosquitto.conf"]
+    exported = f"{profile.SHIPPED_DIR}/{store.CONF}"  # where `taza devices export` writes it
+    assert d["ExecStart"] == ["", f"/usr/sbin/mosquitto -c {exported}"]
     assert int(d["LimitNOFILE"][0]) > 20000  # the profile's max_connections
 
 
