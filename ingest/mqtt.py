@@ -38,6 +38,7 @@ from ingest.batch import Incoming
 from ingest.errors import BrokerRefused
 from ingest.lifetime import Lifetime
 from ingest.metrics import Metrics
+from ingest.tls import client_context
 
 log = structlog.get_logger("ingest.mqtt")
 
@@ -64,6 +65,8 @@ class IntakeOptions:
     username: str | None = None
     password: str | None = None
     ca_file: Path | None = None
+    cert_file: Path | None = None  # client certificate for mutual TLS
+    key_file: Path | None = None
     session_expiry_s: int = 7 * 86400
     keepalive_s: int = 30
     receive_maximum: int = 20000
@@ -94,8 +97,7 @@ def paho_client(options: IntakeOptions) -> paho.Client:
     if options.username is not None:
         client.username_pw_set(options.username, options.password)
     if options.tls:
-        cafile = str(options.ca_file) if options.ca_file else None
-        client.tls_set_context(ssl.create_default_context(cafile=cafile))
+        client.tls_set_context(client_context(options.ca_file, options.cert_file, options.key_file))
     return client
 
 

@@ -32,6 +32,7 @@ from ingest.errors import BrokerRefused
 from ingest.lifetime import Lifetime
 from ingest.metrics import Metrics
 from ingest.mqtt import PERMANENT_REFUSALS, IntakeOptions
+from ingest.tls import client_context
 
 log = structlog.get_logger("ingest.mqtt")
 
@@ -189,8 +190,7 @@ class LeanIntake(Lifetime):
     async def _connect_once(self) -> _Connection | None:
         o = self.options
         assert self._loop is not None
-        cafile = str(o.ca_file) if o.ca_file else None
-        context = ssl.create_default_context(cafile=cafile) if o.tls else None
+        context = client_context(o.ca_file, o.cert_file, o.key_file) if o.tls else None
         try:
             async with asyncio.timeout(o.connack_timeout_s):
                 _, conn = await self._loop.create_connection(

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
 from ingest.api.errors import DatabaseUnavailable, QueryFailed
+from ingest.tls import client_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +61,11 @@ class InfluxReader:
         user: str | None = None,
         password: str | None = None,
         timeout_s: float = 10.0,
+        ca_file: Path | None = None,
     ) -> None:
         self.url = url.rstrip("/") + "/query"
+        self._https = url.startswith("https:")
+        self._ca_file = ca_file
         self.params = {"db": db, "epoch": "ms"}
         if rp:
             self.params["rp"] = rp
@@ -71,7 +76,10 @@ class InfluxReader:
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=self.timeout)
+        connector = (
+            aiohttp.TCPConnector(ssl=client_context(self._ca_file)) if self._https else None
+        )  # https: the server's certificate is verified (TAZA_INFLUX_CA_FILE or the system's)
+        self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
 
     async def close(self) -> None:
         if self._session is not None:

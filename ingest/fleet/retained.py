@@ -8,7 +8,6 @@ thread): the intake's client only publishes for the stage.
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 from typing import Any
@@ -18,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.broker import BrokerURL
 from ingest.fleet.output import ALERT_FILTER
+from ingest.tls import client_context
 
 
 class RetainedReadError(Exception):
@@ -29,6 +29,8 @@ def read_retained(
     client_id: str,
     *,
     ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
     quiet_s: float = 0.5,
     timeout_s: float = 10.0,
 ) -> dict[str, bytes]:
@@ -41,7 +43,7 @@ def read_retained(
     if broker.username is not None:
         client.username_pw_set(broker.username, broker.password)
     if broker.tls:
-        client.tls_set_context(ssl.create_default_context(cafile=ca_file))
+        client.tls_set_context(client_context(ca_file, cert_file, key_file))
 
     def on_connect(c: paho.Client, u: Any, flags: Any, rc: Any, props: Any) -> None:
         if not rc.is_failure:

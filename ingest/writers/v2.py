@@ -21,6 +21,7 @@ class V2Writer:
         self._bucket = settings.influx_bucket
         self._token = settings.influx_token.get_secret_value() if settings.influx_token else ""
         self._timeout_ms = int(settings.influx_timeout_s * 1000)
+        self._ca_file = str(settings.influx_ca_file) if settings.influx_ca_file else None
         self._client: InfluxDBClientAsync | None = None
         self.description = f"InfluxDB v2 API {self._url} org={self._org} bucket={self._bucket}"
 
@@ -28,7 +29,12 @@ class V2Writer:
     def client(self) -> InfluxDBClientAsync:
         if self._client is None:
             self._client = InfluxDBClientAsync(
-                url=self._url, token=self._token, org=self._org, timeout=self._timeout_ms
+                url=self._url,
+                token=self._token,
+                org=self._org,
+                timeout=self._timeout_ms,
+                verify_ssl=True,
+                ssl_ca_cert=self._ca_file,  # None: the system's trust store
             )
         return self._client
 
