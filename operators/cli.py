@@ -21,6 +21,7 @@ from rich.table import Table
 from devices import ExitCode
 from devices.timeparse import parse_duration, parse_instant
 from operators.client import DEFAULT_URL, ApiClient, ApiError
+from operators.tokens import tokens
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,6 +34,13 @@ def _common(f: F) -> F:
         "--json", "as_json", is_flag=True, help="print the API's JSON answer instead of a table"
     )(f)
     f = click.option(
+        "--token",
+        envvar="TAZA_API_TOKEN",
+        expose_value=False,
+        callback=_remember_token,
+        help="API token (env TAZA_API_TOKEN; prefer the env: options show in `ps`)",
+    )(f)
+    f = click.option(
         "--url",
         envvar="TAZA_API_URL",
         default=DEFAULT_URL,
@@ -40,6 +48,14 @@ def _common(f: F) -> F:
         help="taza-ingest's HTTP address (env TAZA_API_URL)",
     )(f)
     return f
+
+
+def _remember_token(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.find_root().meta[_TOKEN] = value
+
+
+_TOKEN = "taza.token"
 
 
 def _region(f: F) -> F:
@@ -78,7 +94,8 @@ def _range(f: F) -> F:
 
 def _call(url: str, path: str, **params: Any) -> Any:
     try:
-        with ApiClient(url) as api:
+        token = click.get_current_context().find_root().meta.get(_TOKEN)
+        with ApiClient(url, token=token) as api:
             return api.get(path, **params)
     except ApiError as exc:
         click.echo(f"taza: {exc.message}", err=True)
@@ -353,3 +370,6 @@ def device_history(
     cols = ("time", "mean %", "min %", "max %", "readings", "anomalies")
     title = f"{device_id} ({doc['measurement']}, every {doc['every']})"
     _show(doc, as_json, lambda d: _table(title, cols, rows))
+
+
+main.add_command(tokens)

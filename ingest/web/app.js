@@ -36,15 +36,39 @@
     return [];
   }
 
+  // ---- the API token (when the service has a tokens file) -----------------------------------
+
+  const TOKEN_KEY = "taza.token";
+  const storedToken = () => sessionStorage.getItem(TOKEN_KEY);
+
+  /** A 401 asks for a token (the message says whether one was missing or refused). */
+  function askToken(reason) {
+    const form = $("auth");
+    $("auth-message").textContent = reason === "token_invalid"
+      ? "The API refused this token (unknown or revoked). Enter a valid one."
+      : "This service needs an API token. Ask an operator for one (taza tokens add).";
+    form.dataset.reason = reason;
+    if (form.hidden) {
+      form.hidden = false;
+      $("auth-token").focus();
+    }
+  }
+
   async function getJSON(path) {
-    const resp = await fetch(path, { headers: { Accept: "application/json" } });
+    const headers = { Accept: "application/json" };
+    const token = storedToken();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const resp = await fetch(path, { headers });
     if (!resp.ok) {
       let reason = resp.statusText;
       try {
         const err = await resp.json();
         reason = err.reason || err.detail || reason;
       } catch (_) { /* not JSON */ }
-      throw new Error(`${path}: HTTP ${resp.status} ${typeof reason === "string" ? reason : ""}`);
+      if (typeof reason !== "string") reason = "";
+      if (resp.status === 401) askToken(reason);
+      if (resp.status === 403) reason = `${reason}: this token may not see it`;
+      throw new Error(`${path}: HTTP ${resp.status} ${reason}`);
     }
     return resp.json();
   }
@@ -470,6 +494,22 @@
     drawCollections();
     slow();
   });
+
+  $("auth").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const value = $("auth-token").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    $("auth-token").value = "";
+    $("auth").hidden = true;
+    $("signout").hidden = false;
+    fast().then(slow);
+  });
+  $("signout").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  });
+  $("signout").hidden = !storedToken();
 
   fast().then(slow);
 })();
