@@ -197,7 +197,8 @@
   function fitTo(region) {
     const inside = [...markers.values()].filter((m) => m.device.region === region);
     if (!inside.length) return false;
-    map.fitBounds(L.latLngBounds(inside.map((m) => m.getLatLng())).pad(0.08));
+    // maxZoom: bins at one site share coordinates; a zero-size box would ask for zoom ∞ (NaN)
+    map.fitBounds(L.latLngBounds(inside.map((m) => m.getLatLng())).pad(0.08), { maxZoom: 17 });
     return true;
   }
 
