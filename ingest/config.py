@@ -220,7 +220,10 @@ class Settings(BaseSettings):
         if v:
             problems = production_problems(info.data)
             if problems:
-                raise ValueError("refusing to start in production mode: " + "; ".join(problems))
+                raise ValueError(
+                    "refusing to start in production mode:"
+                    + "".join(f"\n    - {p}" for p in problems)
+                )
         return v
 
     @field_validator("mqtt_url")
