@@ -26,7 +26,7 @@ import trustme
 from devices.topics import format_topic
 from devstack.ingest_process import IngestProcess, http_get, wait_until
 from devstack.publisher import Publisher, fill_payload
-from devstack.servers import InfluxDB1, MissingBinary, Mosquitto, free_port
+from devstack.servers import InfluxDB1, MissingBinary, Mosquitto, VictoriaMetrics, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -111,8 +111,47 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     server.stop()
 
 
+class VictoriaHTTPS(VictoriaMetrics):
+    """VictoriaMetrics with ``-tls``: the v2 write API (influxdb-client) over HTTPS."""
+
+    def __init__(self, data_dir: Path, ca: trustme.CA) -> None:
+        super().__init__(data_dir)
+        self.ca = ca
+        self.client_ssl = ssl.create_default_context()
+        ca.configure_trust(self.client_ssl)
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def _command(self, binary: str) -> list[str]:
+        cert, key = self.data_dir / "server.pem", self.data_dir / "server.key"
+        issued = self.ca.issue_cert("127.0.0.1")
+        issued.cert_chain_pems[0].write_to_path(str(cert))
+        issued.private_key_pem.write_to_path(str(key))
+        return [*super()._command(binary), "-tls", f"-tlsCertFile={cert}", f"-tlsKeyFile={key}"]
+
+    def _ready(self) -> bool:
+        try:
+            return self._call("GET", "/health")[0] == 200
+        except OSError:
+            return False
+
+    def _call(self, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        with urllib.request.urlopen(req, timeout=10, context=self.client_ssl) as resp:
+            return resp.status, resp.read()
+
+    def samples(self, device_id: str) -> int:
+        self._call("GET", "/internal/force_flush")
+        time.sleep(1.5)  # rows become searchable on a ~1 s timer (devstack.servers)
+        match = urllib.parse.urlencode({"match[]": f'fill_fill_pct{{device_id="{device_id}"}}'})
+        _, body = self._call("POST", "/api/v1/export", match.encode())
+        return sum(len(json.loads(line)["values"]) for line in body.splitlines() if line.strip())
+
+
 def ingest(
-    path: Path, broker: Mosquitto, influx: InfluxHTTPS, ca_file: Path | None
+    path: Path, broker: Mosquitto, influx: InfluxHTTPS | VictoriaHTTPS, ca_file: Path | None
 ) -> IngestProcess:
     env = {
         "TAZA_MQTT_URL": broker.url,
@@ -188,3 +227,38 @@ def test_without_the_ca_writes_fail_reported_spooled_and_replayed_later(
         assert influx.rows("fill") == before + 20
     finally:
         assert again.stop() == 0
+
+
+def test_v2_writer_verifies_too(
+    broker: Mosquitto, ca: trustme.CA, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    vm = VictoriaHTTPS(tmp_path_factory.mktemp("victoria-tls"), ca)
+    try:
+        vm.start()
+    except MissingBinary as exc:
+        pytest.fail(str(exc), pytrace=False)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    try:
+        for name, ca_or_none in (("v2-ca", ca_file), ("v2-no-ca", None)):
+            proc = ingest(tmp_path / name, broker, vm, ca_or_none)
+            proc.env.update(TAZA_INFLUX_API="v2", TAZA_ALERTS_ENABLED="false")
+            proc.start()
+            try:
+                publish(broker, f"eb-{name}", 10)
+                if ca_or_none is not None:
+                    wait_until(lambda n=name: vm.samples(f"eb-{n}") == 10, 30, "10 samples")
+                    assert proc.metrics().get('taza_write_errors_total{kind="unavailable"}', 0) == 0
+                else:
+                    wait_until(
+                        lambda p=proc: p.metrics().get("taza_spooled_batches_total", 0) >= 1,
+                        30,
+                        "a spooled batch",
+                    )
+                    assert proc.metrics()['taza_write_errors_total{kind="unavailable"}'] >= 1
+                    assert "certificate verify failed" in proc.log_tail(200).lower()
+                    assert vm.samples(f"eb-{name}") == 0
+            finally:
+                assert proc.stop() == 0
+    finally:
+        vm.stop()

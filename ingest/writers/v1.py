@@ -86,7 +86,8 @@ class V1Writer:
                 f"{self._url}/ping", timeout=aiohttp.ClientTimeout(total=2)
             ) as resp:
                 return resp.status in (200, 204)
-        except Exception:  # a yes/no question; cancellation still propagates
+        except Exception as exc:  # a yes/no question; cancellation still propagates
+            log.warning("database_ping_failed", error=classify_exception(exc).message)  # e.g. TLS
             return False
 
     async def close(self) -> None:

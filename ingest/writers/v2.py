@@ -7,11 +7,14 @@ batch once its retries run out, so batching, retries and the spool stay ours.
 
 from __future__ import annotations
 
+import structlog
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.rest import ApiException
 
 from ingest.config import Settings
 from ingest.writers.base import classify_exception, classify_status
+
+log = structlog.get_logger("ingest.writer")
 
 
 class V2Writer:
@@ -56,7 +59,8 @@ class V2Writer:
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
-        except Exception:  # ping must answer yes/no whatever the client raises
+        except Exception as exc:  # ping must answer yes/no whatever the client raises
+            log.warning("database_ping_failed", error=classify_exception(exc).message)  # e.g. TLS
             return False
 
     async def close(self) -> None:
