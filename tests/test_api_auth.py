@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -308,6 +309,22 @@ def test_the_cli_sends_the_token_from_the_environment(stack: Stack) -> None:
     for result in (ok, crew, refused, missing):
         assert stack.operator not in result.stderr
         assert stack.crew not in result.stderr
+
+
+def test_openapi_is_accurate_with_tokens(stack: Stack) -> None:
+    """schemathesis with an operator token, all checks: among them ``ignored_auth`` (the
+    declared scheme must really refuse a request without it) and undocumented statuses."""
+    exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    assert exe, "schemathesis is a dev dependency: pip install -e '.[dev]'"
+    out = subprocess.run(
+        [exe, "run", f"{stack.url}/api/v1/openapi.json", "--checks", "all", "--workers", "1",
+         "--max-examples", "10", "--max-time", "40", "--no-color", "--request-timeout", "10",
+         "--seed", "1", "-H", f"Authorization: Bearer {stack.operator}"],
+        capture_output=True, text=True, timeout=180,
+        env={**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    assert "/api/v1/fill-levels" in out.stdout or "8 selected" in out.stdout, out.stdout[-3000:]
 
 
 # -- the page -----------------------------------------------------------------------------------
