@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium
+APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium gcc make mosquitto-dev libmosquitto-dev
 SERVER_BINARIES := mosquitto mosquitto_pub influxd victoria-metrics chromium
 
 .PHONY: all setup system venv lint format test unit integration bench demo clean help
@@ -24,6 +24,7 @@ setup: system venv
 # apt only when a binary is missing; `apt-get update` always before the first install.
 system:
 	@missing=""; for b in $(SERVER_BINARIES); do command -v $$b >/dev/null 2>&1 || missing=1; done; \
+	test -f /usr/include/mosquitto_broker.h -a -f /usr/include/mosquitto.h || missing=1; \
 	if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then missing=1; extra="python3-venv python3-pip"; fi; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing system packages: $(APT_PACKAGES) $$extra"; \

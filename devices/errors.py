@@ -41,6 +41,7 @@ class Reason(StrEnum):
     UNREGISTERED = "unregistered"  # device not in the fleet file, when configured to reject
     REFUSED_BY_DATABASE = "refused_by_database"  # decoded fine, but the database rejected the point
     INTERNAL_ERROR = "internal_error"  # set by the service: a bug in taza met this message
+    RATE_LIMITED = "rate_limited"  # set by the service: the device is over its rate limit
 
 
 class TazaDeviceError(Exception):

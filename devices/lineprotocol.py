@@ -1,14 +1,10 @@
 """A :class:`~devices.Message` -> InfluxDB line protocol (ns precision), the public schema.
 
 Hot path: one call per message, so a topic's tag set is built once and cached (bounded), and
-lines are built with f-strings. Escaping follows what InfluxDB 1.x actually parses (measured
-against influxd 1.6.7, see docs/protocol.md): in tag values a backslash is literal unless it
-precedes ``,`` ``=`` or space, so those three get one backslash each and backslashes are left
-alone; a tag value ending in a backslash or holding a newline cannot be written at all
-(``ValueError``).
-String fields escape ``\\`` and ``"``; a newline cannot be written in any value (``ValueError``).
-Numbers: float fields always in float syntax (``50.0``), integers with ``i``, so a field never
-changes type between points (InfluxDB would reject every later point of the other type).
+lines are built with f-strings. Every value goes through :mod:`devices.escaping`, the one
+module with the escaping rules (what influxd 1.6.7 parses; a value it cannot hold is a
+``ValueError``); measurements and keys here are constants. Float fields are always in float
+syntax and integers carry ``i``, so a field never changes type between points.
 
 Timestamp of every point: ``ts_ms * 10**6 + (seq % 10_000) * 100 + item_index`` ns, so two
 messages of one device in the same millisecond (different ``seq``) never overwrite each other,
@@ -17,6 +13,13 @@ while a redelivered copy writes identical points.
 
 from __future__ import annotations
 
+from devices.escaping import (
+    float_field,
+    int_field,
+    string_field,
+    tag_value,
+    tag_value_uncached,
+)
 from devices.message import Deposit, Fill, Message, Presence, Status, Topic
 from devices.registry import DeviceInfo
 from devices.schema import MAX_ITEMS
@@ -25,57 +28,8 @@ SEQ_SLOTS = 10_000
 SLOT_NS = 100
 _MIN_NS = -9_223_372_036_854_775_806
 _MAX_NS = 9_223_372_036_854_775_806
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
 
-_tag_cache: dict[str, str] = {}
-_TAG_CACHE_MAX = 1024
-"""Escaped tag values that repeat across devices (materials, fractions, sites, regions)."""
-
-
-def tag_value(value: str) -> str:
-    """Escape a tag value (``,`` ``=`` space); ``ValueError`` if InfluxDB cannot hold it."""
-    cached = _tag_cache.get(value)
-    if cached is not None:
-        return cached
-    escaped = _escape_tag(value)
-    if len(_tag_cache) >= _TAG_CACHE_MAX:
-        _tag_cache.clear()
-    _tag_cache[value] = escaped
-    return escaped
-
-
-def _escape_tag(value: str) -> str:
-    if not value:
-        raise ValueError("a tag value cannot be empty (omit the tag instead)")
-    if "\n" in value:
-        raise ValueError(f"a tag value cannot contain a newline: {value!r}")
-    if value.endswith("\\"):
-        raise ValueError(f"a tag value cannot end with a backslash: {value!r}")
-    return value.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
-
-
-def string_field(value: str) -> str:
-    """A quoted string field value (``\\`` and ``"`` escaped); ``ValueError`` on a newline."""
-    if "\\" in value or '"' in value or "\n" in value:
-        if "\n" in value:
-            raise ValueError(f"a string field cannot contain a newline: {value!r}")
-        value = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{value}"'
-
-
-def float_field(value: float) -> str:
-    """Always float syntax (``50.0``, ``1e-05``); ``ValueError`` for NaN and infinities."""
-    if value - value != 0.0:
-        raise ValueError(f"{value!r} cannot be written (line protocol has no NaN or infinity)")
-    return repr(float(value))
-
-
-def int_field(value: int) -> str:
-    """``<n>i``; ``ValueError`` outside int64 or for a bool (which is an int in Python)."""
-    if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
-        raise ValueError(f"{value!r} is not an int64 integer")
-    return f"{value}i"
+__all__ = ["encode", "float_field", "int_field", "string_field", "tag_value", "timestamp_ns"]
 
 
 def timestamp_ns(message: Message, item_index: int = 0) -> int:
@@ -185,7 +139,7 @@ def _tags(t: Topic, device: DeviceInfo | None) -> tuple[str, int]:
     topic and device object: the decoder reuses one Topic per topic name and the registry one
     DeviceInfo per device, so identity is the key (the entry holds both objects, so their ids
     cannot be reused while cached)."""
-    head = f"device_id={_escape_tag(t.device_id)}"
+    head = f"device_id={tag_value_uncached(t.device_id)}"
     tail = f"region={tag_value(t.region)}"
     if device is not None:
         if device.fraction:

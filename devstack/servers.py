@@ -1,7 +1,8 @@
 """Start, stop, freeze and inspect the real servers taza runs against.
 
 Used by the pytest fixtures (tests/conftest.py), bench/ and the demo (devstack.demo); it needs
-nothing beyond the standard library except prometheus_client's text parser (devstack.metrics).
+nothing beyond the standard library except prometheus_client's text parser (devstack.metrics)
+and the broker profile renderer (operators.provision.profile, standard library too).
 Every server binds 127.0.0.1 on a free port, keeps its configuration, data and log in one
 directory, and is controlled by its PID.
 """
@@ -29,6 +30,12 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from devstack import metrics
+from operators.provision import profile as broker_profile
+from operators.provision.profile import PROFILES
+
+PROFILE_MARK = "# >>> profile:"
+MTLS_PORT = 8884
+"""The shipped production block's optional (commented-out) mutual-TLS listener."""
 
 __all__ = [
     "INSTALL_HINT",
@@ -434,6 +441,32 @@ def _stop_leftovers() -> None:
             server.stop(timeout=5)
 
 
+RETAIN_GUARD = "taza_retain_guard.so"
+RETAIN_GUARD_SRC = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "retain-guard"
+RETAIN_GUARD_HINT = "apt-get install -y gcc make mosquitto-dev libmosquitto-dev"
+
+
+def build_retain_guard(out_dir: Path) -> Path:
+    """The production profile's retain-guard plugin, built from the checkout's source with
+    its own Makefile (what a city runs) into ``out_dir``."""
+    out = Path(out_dir) / RETAIN_GUARD
+    if not (RETAIN_GUARD_SRC / "Makefile").exists():
+        raise ServerError(f"{RETAIN_GUARD_SRC}: the retain guard's source is not here (a checkout)")
+    try:
+        subprocess.run(
+            [find_binary("make"), "-s", "-C", str(RETAIN_GUARD_SRC), f"OUT={out}"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise ServerError(
+            f"building the retain guard failed ({RETAIN_GUARD_HINT}):\n{exc.stderr[-2000:]}"
+        ) from None
+    return out
+
+
 class Mosquitto(Server):
     """The broker, configured from taza's mosquitto.conf (or ``source_conf``, another file).
 
@@ -447,6 +480,7 @@ class Mosquitto(Server):
     name = "mosquitto"
     binary = "mosquitto"
     _ERROR = re.compile(r"(^|: )Error")
+    _RELOADED = "Reloading config."
 
     def __init__(
         self,
@@ -454,14 +488,51 @@ class Mosquitto(Server):
         port: int | None = None,
         extra_conf: str = "",
         source_conf: Path | None = None,
+        *,
+        profile: str = "development",
+        broker_dir: Path | None = None,
+        mtls: bool = False,
     ) -> None:
+        """``profile``: which block of the shipped file (``development``: anonymous plain MQTT;
+        ``production``: TLS, password file and ACL). ``broker_dir`` replaces the production
+        block's ``/etc/mosquitto/taza`` (``passwd``, ``acl``, ``tls/``), default ``data_dir``:
+        ``taza devices add|tls --dir`` writes those files before start(). ``mtls``: also the
+        production block's commented-out mutual-TLS listener, on ``mtls_port``."""
         super().__init__(data_dir, port)
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
         self.extra_conf = extra_conf
         self.source_conf = SHIPPED_MOSQUITTO_CONF if source_conf is None else Path(source_conf)
+        self.profile = profile
+        self.broker_dir = self.data_dir if broker_dir is None else Path(broker_dir).resolve()
+        if mtls and profile != "production":
+            raise ValueError("mtls=True needs profile='production'")
+        self.mtls_port: int | None = free_port() if mtls else None
+
+    @property
+    def tls(self) -> bool:
+        """The production profile's one listener speaks TLS only."""
+        return self.profile == "production"
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA the production listener's certificate is checked against."""
+        return self.broker_dir / "tls" / "ca.crt"
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """SIGHUP: mosquitto reads its password and ACL files again (and disconnects clients
+        they no longer allow) without a restart; returns once the log says it did."""
+        before = self.log_since_start().count(self._RELOADED)
+        self._signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log_since_start().count(self._RELOADED) <= before:
+            if time.monotonic() > deadline:
+                raise ServerError(f"mosquitto did not log {self._RELOADED!r} within {timeout} s")
+            time.sleep(0.02)
 
     @property
     def conf_path(self) -> Path:
@@ -472,13 +543,27 @@ class Mosquitto(Server):
         return self.data_dir / "mosquitto.db"
 
     def config_text(self) -> str:
-        """The shipped config with listener, persistence location and log redirected here."""
+        """The shipped config's profile with listener, persistence location, log and (for
+        production) the broker directory redirected here."""
         out: list[str] = []
         listener_seen = False
-        for raw in self.source_conf.read_text().splitlines():
+        text = self.source_conf.read_text()
+        if PROFILE_MARK in text:
+            text = broker_profile.render(
+                text,
+                self.profile,
+                broker_dir=self.broker_dir,
+                enable_listeners=(MTLS_PORT,) if self.mtls_port else (),
+                listeners={MTLS_PORT: (self.mtls_port, self.host)} if self.mtls_port else {},
+            )
+        for raw in text.splitlines():
             words = raw.split()
             key = words[0] if words else ""
-            if key == "listener":
+            if key == "plugin" and len(words) == 2 and Path(words[1]).name == RETAIN_GUARD:
+                out.append(f"plugin {build_retain_guard(self.data_dir)}")
+            elif key == "listener" and self.mtls_port and words[1:2] == [str(self.mtls_port)]:
+                out.append(raw)
+            elif key == "listener":
                 if listener_seen:
                     raise ServerError(
                         f"{self.source_conf} has more than one listener; devstack/servers.py only "

@@ -32,6 +32,7 @@ from devices.broker import BrokerURL
 from ingest.errors import ConfigError
 from ingest.fleet.errors import FleetConfigError
 from ingest.fleet.settings import FleetSettings
+from ingest.inflight import InflightBound, inflight_bound
 from ingest.plan.settings import PlanSettings
 
 ENV_PREFIX = "TAZA_"
@@ -173,7 +174,57 @@ class Settings(BaseSettings):
         description="the TOML [plan] table (collection plans); TAZA_PLAN_<NAME> over it",
     )
 
-    # -- issue 12: operator API tokens, production mode, TLS to InfluxDB, broker client cert --
+    # -- device feedback, per-device rate limit, in-flight memory bound (issue 12) ------------
+    feedback_enabled: bool = Field(
+        True, description="publish each rejection to taza/v1/_feedback/{device_id} (QoS 0)"
+    )
+    feedback_rate_per_s: float = Field(
+        0.2, gt=0, le=1000, description="feedback messages per device and second, sustained"
+    )
+    feedback_burst: int = Field(
+        5, ge=1, le=10000, description="feedback messages one device may get at once"
+    )
+    feedback_total_per_s: float = Field(
+        500.0, gt=0, le=100000, description="feedback messages per second, all devices together"
+    )
+    rate_limit_per_s: float = Field(
+        100.0, ge=0, description="messages per device and second (token bucket); 0: no limit"
+    )
+    rate_limit_burst: int = Field(
+        1000, ge=1, description="messages one device may send at once above its rate"
+    )
+    rate_limit_max_devices: int = Field(
+        250_000, ge=1000, description="devices the rate limit tracks at most (bounds its memory)"
+    )
+    max_inflight_bytes: int = Field(
+        1 << 30,
+        ge=16 << 20,
+        description="refuse to start if messages in flight could hold more (docs/ingest.md)",
+    )
+
+    @model_validator(mode="after")
+    def _check_inflight_bound(self) -> Settings:
+        """The bound of ingest/inflight.py, refused at start rather than found out of memory."""
+        bound = self.inflight
+        if bound.bytes > self.max_inflight_bytes:
+            raise ValueError(
+                f"messages in flight could hold {bound.describe()}, above "
+                f"TAZA_MAX_INFLIGHT_BYTES={self.max_inflight_bytes}: lower "
+                "TAZA_MQTT_RECEIVE_MAXIMUM, TAZA_MAX_PAYLOAD_BYTES or TAZA_BATCH_MAX_LINES, "
+                "or raise TAZA_MAX_INFLIGHT_BYTES if the memory is there"
+            )
+        return self
+
+    @property
+    def inflight(self) -> InflightBound:
+        """What messages in flight can hold at most (stated in the start line)."""
+        return inflight_bound(
+            self.mqtt_receive_maximum, self.max_payload_bytes, self.batch_max_lines
+        )
+
+    # -- end of issue 12's block --------------------------------------------------------------
+
+    # -- API tokens, production mode, TLS to InfluxDB, broker client cert (issue 12) ----------
     api_tokens_file: Path | None = Field(
         None,
         description="tokens file (`taza tokens add`): the API and page need a bearer token "
@@ -225,6 +276,8 @@ class Settings(BaseSettings):
                     + "".join(f"\n    - {p}" for p in problems)
                 )
         return v
+
+    # -- end of the API tokens / production / TLS block ---------------------------------------
 
     @field_validator("mqtt_url")
     @classmethod

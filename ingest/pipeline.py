@@ -1,4 +1,8 @@
-"""The pipeline stage: decode (devices) → enrich from the registry → line protocol → batch.
+"""The pipeline stage: rate limit → decode (devices) → enrich from the registry → line
+protocol → batch.
+
+The per-device rate limit (ingest/ratelimit.py) comes first, from the topic alone: a message
+over its device's budget becomes a ``rate_limited`` dead letter without being decoded.
 
 Owns the intake queue and the current batch. A batch is handed to delivery when it
 holds ``max_lines`` lines or its oldest message is ``max_age_s`` old, whichever first
@@ -22,6 +26,7 @@ import devices
 from devices import DeviceInfo, Ignored, Limits, Reason, Registry, Rejected
 from ingest.batch import Accepted, Batch, DeadLetter, Incoming, Source
 from ingest.metrics import Metrics
+from ingest.ratelimit import DeviceRateLimit
 
 log = structlog.get_logger("ingest.pipeline")
 
@@ -38,6 +43,7 @@ class Pipeline:
         reject_unregistered: bool = False,
         max_lines: int = 5000,
         max_age_s: float = 0.2,
+        rate_limit: DeviceRateLimit | None = None,
     ) -> None:
         self.metrics = metrics
         self.limits = limits
@@ -45,6 +51,7 @@ class Pipeline:
         self.reject_unregistered = reject_unregistered
         self.max_lines = max_lines
         self.max_age_s = max_age_s
+        self.rate_limit = rate_limit
         self.processed = 0
         self.waiting_for_delivery = False
         self._extra = 0  # unknown fields seen since the last hand-over
@@ -94,6 +101,8 @@ class Pipeline:
         if self._extra:
             self.metrics.extra_fields.inc(self._extra)
             self._extra = 0
+        if self.rate_limit is not None:
+            self.rate_limit.flush_counts()
 
     def process(self, msg: Incoming, batch: Batch) -> None:
         self.processed += 1
@@ -104,6 +113,15 @@ class Pipeline:
             # A retained state replayed on (re)subscribe is old news; stored with the
             # receive time it would claim the device changed state now.
             self.metrics.ignored.inc()
+            return
+        limit = self.rate_limit
+        if limit is not None and not limit.allow(msg.topic, msg.received_mono):
+            # Before the decode: a flood costs a dict look-up per message, not a parse.
+            batch.rejects.append(
+                DeadLetter(
+                    msg.topic, msg.payload, Reason.RATE_LIMITED, limit.detail, msg.received_at
+                )
+            )
             return
         try:
             message = devices.decode(msg.topic, msg.payload, msg.received_at, self.limits)

@@ -40,7 +40,7 @@ import gc
 import os
 import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -53,15 +53,18 @@ from ingest.config import Settings, parse_host_port
 from ingest.deadletter import DeadLetterStore
 from ingest.delivery import Delivery
 from ingest.errors import ConfigError, IngestError, StageFailed
+from ingest.feedback import Feedback
 from ingest.fleet.errors import FleetConfigError
 from ingest.fleet.retained import read_retained
 from ingest.fleet.stage import FleetStage
 from ingest.http import HttpServer
+from ingest.inflight import QOS0_HEADROOM
 from ingest.intake import make_intake
 from ingest.metrics import Metrics
 from ingest.mqtt import IntakeOptions
 from ingest.pipeline import STOP, Pipeline, limits_from
 from ingest.plan import PlanPool
+from ingest.ratelimit import DeviceRateLimit
 from ingest.spool import Spool
 from ingest.watchdog import Watchdog
 from ingest.writers import make_writer
@@ -69,7 +72,6 @@ from ingest.writers import make_writer
 log = structlog.get_logger("ingest")
 
 DEADLETTER_TOPIC = "taza/v1/_deadletter/{reason}"
-QOS0_HEADROOM = 10000
 CANCEL_GRACE_S = 5.0  # for cancelled tasks to finish
 HARD_STOP_MARGIN_S = 10.0  # beyond the drain: last PUBACKs, DISCONNECT, closing files
 
@@ -138,6 +140,29 @@ class Service:
         self.fleet = self._fleet_stage() if settings.alerts_enabled and sink is None else None
         if sink is None:
             sink = self.fleet
+        self.rate_limit = (
+            DeviceRateLimit(
+                settings.rate_limit_per_s,
+                settings.rate_limit_burst,
+                max_devices=settings.rate_limit_max_devices,
+                registry=self.metrics.registry,
+            )
+            if settings.rate_limit_per_s > 0
+            else None
+        )
+        self.feedback = (
+            Feedback(
+                self.intake.publish,
+                rate_per_s=settings.feedback_rate_per_s,
+                burst=settings.feedback_burst,
+                total_per_s=settings.feedback_total_per_s,
+                max_devices=settings.rate_limit_max_devices,
+                max_payload_bytes=settings.max_payload_bytes,
+                registry=self.metrics.registry,
+            )
+            if settings.feedback_enabled
+            else None
+        )
         self.pipeline = Pipeline(
             self.metrics,
             limits=limits_from(settings.max_payload_bytes, settings.max_age_s, settings.strict),
@@ -145,6 +170,7 @@ class Service:
             reject_unregistered=settings.reject_unregistered,
             max_lines=settings.batch_max_lines,
             max_age_s=settings.batch_max_age_ms / 1000,
+            rate_limit=self.rate_limit,
         )
         self.delivery = Delivery(
             self.writer,
@@ -154,7 +180,7 @@ class Service:
             self.intake.acknowledger,
             sink=sink,
             attempts=settings.write_attempts,
-            republish=self._republish if settings.deadletter_republish else None,
+            republish=self._after_dead_letters(),
         )
         self.watchdog = Watchdog(settings.stall_timeout_s)
         self._watch_stages()
@@ -254,6 +280,22 @@ class Service:
             done += sample("taza_write_errors_total", {"kind": kind}) or 0
         return int(done)
 
+    def _after_dead_letters(self) -> Callable[[list[DeadLetter]], None] | None:
+        """What delivery calls once rejections are stored: the dead-letter copy
+        (``TAZA_DEADLETTER_REPUBLISH``) and the device feedback, each if enabled."""
+        republish = self.settings.deadletter_republish
+        feedback = self.feedback
+        if feedback is None:
+            return self._republish if republish else None
+        if not republish:
+            return feedback.send
+
+        def both(letters: list[DeadLetter]) -> None:
+            self._republish(letters)
+            feedback.send(letters)
+
+        return both
+
     def _republish(self, letters: list[DeadLetter]) -> None:
         for d in letters:
             self.intake.publish(
@@ -295,6 +337,13 @@ class Service:
                 database_up=self.delivery.database_up,
                 spool_batches=self.spool.count,
                 registry_devices=len(self.registry) if self.registry else 0,
+                inflight_bound=self.settings.inflight.describe(),
+                rate_limit=(
+                    f"{self.settings.rate_limit_per_s:g}/s burst {self.settings.rate_limit_burst}"
+                    if self.rate_limit is not None
+                    else "off"
+                ),
+                feedback=self.feedback is not None,
             )
             await stack.enter_async_context(self.intake)  # leaves first: PUBACKs, DISCONNECT
             gc.freeze()  # start-up objects (modules, registry) leave the collector's scans

@@ -21,6 +21,7 @@ from rich.table import Table
 from devices import ExitCode
 from devices.timeparse import parse_duration, parse_instant
 from operators.client import DEFAULT_URL, ApiClient, ApiError
+from operators.provision.commands import COMMANDS as PROVISION_COMMANDS
 from operators.tokens import tokens
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
@@ -327,7 +328,7 @@ def _plan_text(doc: Any) -> str:
 @_region
 @click.pass_context
 def devices(ctx: click.Context, url: str, as_json: bool, region: str | None) -> None:
-    """The fleet: registry and current state (bare: list the devices)."""
+    """The fleet: registry and current state (bare: list the devices); broker credentials."""
     ctx.obj = {"url": url, "json": as_json}
     if ctx.invoked_subcommand is not None:
         return
@@ -372,4 +373,7 @@ def device_history(
     _show(doc, as_json, lambda d: _table(title, cols, rows))
 
 
+# Broker provisioning (issue 12): files for the broker, not the API — see operators/provision.
+for _command in PROVISION_COMMANDS:
+    devices.add_command(_command)
 main.add_command(tokens)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,3 +108,44 @@ def test_integer_ts_table_is_what_decode_does() -> None:
             devices.decode(topic, payload, RECEIVED_AT)
         assert (info.value.reason, info.value.field) == (reason, "ts"), value
         assert detail in info.value.detail, (value, info.value.detail)
+
+
+def test_feedback_example_is_what_the_service_publishes() -> None:
+    from ingest.batch import DeadLetter
+    from ingest.feedback import FEEDBACK_TOPIC, Feedback
+
+    section = DOC[DOC.index("## Feedback: why a message was refused") : DOC.index("## Rate limit")]
+    topic = re.search(r"on `(taza/v1/[^`]+)` with a string", section)
+    assert topic is not None
+    payload = block("received at `2026-05-01T12:00:00Z`:", "json").strip().encode()
+    with pytest.raises(devices.Rejected) as info:
+        devices.decode(topic.group(1), payload, RECEIVED_AT)
+    rej = info.value
+    letter = DeadLetter(topic.group(1), payload, rej.reason, rej.detail, RECEIVED_AT, rej.field)
+    sent: list[tuple[str, bytes]] = []
+    feedback = Feedback(
+        lambda t, p, qos, retain: sent.append((t, p)), rate_per_s=1, burst=1, total_per_s=1
+    )
+    feedback.send([letter])
+    told = json.loads(block("is told to `taza/v1/_feedback/eb-0042` as:", "json"))
+    ((to, doc),) = sent
+    assert to == FEEDBACK_TOPIC.format(device_id="eb-0042")
+    assert list(json.loads(doc).items()) == list(told.items())
+    assert f"```\n{FEEDBACK_TOPIC}\n```" in section
+    rows = re.findall(r"^\| `(\w+)`(?:, `(\w+)`)? \|", section, re.M)
+    assert {k for row in rows for k in row if k} == set(told), "each key is in the table"
+
+
+def test_rate_limit_and_feedback_defaults_are_the_documented_ones() -> None:
+    from ingest.config import Settings
+
+    fields = Settings.model_fields
+    section = DOC[DOC.index("## Rate limit") :]
+    assert f"at most **{fields['rate_limit_per_s'].default:g} messages per second**" in section
+    assert f"bursts of up to **{fields['rate_limit_burst'].default}**" in section
+    feedback = DOC[DOC.index("## Feedback: why a message was refused") :]
+    every = 1 / fields["feedback_rate_per_s"].default
+    assert f"bursts\nof {fields['feedback_burst'].default}, then one every {every:g} seconds" in (
+        feedback
+    )
+    assert f"default {fields['feedback_total_per_s'].default:g}/s" in feedback

@@ -1,7 +1,7 @@
 """Events → InfluxDB line protocol (``collection``, ``anomaly``, ``alert``) and MQTT messages.
 
-Pure functions. Escaping is ``devices.lineprotocol``'s, so these points follow the same rules as
-the raw ones (tags sorted by key, floats always in float syntax).
+Pure functions. Escaping is ``devices.escaping``'s (the one place for it), so these points
+follow the same rules as the raw ones (tags sorted by key, floats always in float syntax).
 
 MQTT, for crews (QoS 1) on ``taza/v1/alerts/{region}/{device_id}/{alert}``: while firing, a
 retained JSON message; on clear a non-retained ``resolved`` message, then an empty retained
@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from devices.lineprotocol import float_field, string_field, tag_value
+from devices.escaping import float_field, string_field, tag_value
 from ingest.fleet.events import AlertState, AlertTransition, Anomaly, Collection, Event, Source
 
 ALERT_TOPIC = "taza/v1/alerts/{region}/{device_id}/{alert}"
