@@ -383,6 +383,8 @@ class Settings(BaseSettings):
             "data_dir": str(self.data_dir),
             "http": self.http_addr,
             "alerts": self.alerts_enabled,
+            "api_auth": "tokens" if self.api_tokens_file else "open",
+            "production": self.production,
         }
 
 

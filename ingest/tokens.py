@@ -15,12 +15,14 @@ imports the web framework: the CLI uses it too.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -127,6 +129,19 @@ class TokenFile:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    @classmethod
+    @contextlib.contextmanager
+    def editing(cls, path: Path, *, create: bool) -> Iterator[TokenFile]:
+        """Load, change, save — under an exclusive lock beside the file, so that two
+        ``taza tokens`` at once cannot lose each other's change (a lost revocation would bring
+        a revoked token back). Saved only if the block ends without an exception."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            tokens = cls.load_or_empty(path) if create else cls.load(path)
+            yield tokens
+            tokens.save(path)
 
     def add(self, name: str, role: Role, region: str | None) -> tuple[TokenEntry, str]:
         """A new entry and its token (the only time the token exists in clear)."""

@@ -38,11 +38,8 @@ def _fail(message: str, code: int = ExitCode.FAILURE) -> NoReturn:
     sys.exit(code)
 
 
-def _load(path: Path, *, missing_ok: bool) -> TokenFile:
-    try:
-        return TokenFile.load_or_empty(path) if missing_ok else TokenFile.load(path)
-    except TokenFileError as exc:
-        _fail(str(exc))
+def _problem(path: Path, exc: OSError | TokenFileError) -> str:
+    return str(exc) if isinstance(exc, TokenFileError) else f"{path}: {exc.strerror or exc}"
 
 
 @click.group()
@@ -62,15 +59,13 @@ def tokens() -> None:
 @_file_option
 def add(name: str, role: str, region: str | None, path: Path) -> None:
     """Create a token called NAME and print it once (only its hash is stored)."""
-    store = _load(path, missing_ok=True)
     try:
-        entry, token = store.add(name, Role(role), region)
+        with TokenFile.editing(path, create=True) as store:
+            entry, token = store.add(name, Role(role), region)
     except ValueError as exc:
         _fail(str(exc), ExitCode.USAGE)
-    try:
-        store.save(path)
-    except OSError as exc:
-        _fail(f"{path}: {exc.strerror or exc}")
+    except (OSError, TokenFileError) as exc:
+        _fail(_problem(path, exc))
     where = f" for {entry.region}" if entry.region else ""
     click.echo(
         f"token {entry.name} ({entry.role.value}{where}, id {entry.id}) added to {path}; "
@@ -85,7 +80,10 @@ def add(name: str, role: str, region: str | None, path: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def list_tokens(path: Path, as_json: bool) -> None:
     """The tokens in the file: name, id, role, region, created (never the token or its hash)."""
-    rows = [e.public() for e in _load(path, missing_ok=False).entries.values()]
+    try:
+        rows = [e.public() for e in TokenFile.load(path).entries.values()]
+    except TokenFileError as exc:
+        _fail(str(exc))
     if as_json:
         click.echo(json.dumps({"items": rows}, indent=2))
         return
@@ -102,13 +100,11 @@ def list_tokens(path: Path, as_json: bool) -> None:
 @_file_option
 def revoke(name_or_id: str, path: Path) -> None:
     """Remove a token (by name or id); taza-ingest refuses it from its next request."""
-    store = _load(path, missing_ok=False)
     try:
-        entry = store.revoke(name_or_id)
+        with TokenFile.editing(path, create=False) as store:
+            entry = store.revoke(name_or_id)
     except KeyError:
         _fail(f"no token named {name_or_id!r} in {path}")
-    try:
-        store.save(path)
-    except OSError as exc:
-        _fail(f"{path}: {exc.strerror or exc}")
+    except (OSError, TokenFileError) as exc:
+        _fail(_problem(path, exc))
     click.echo(f"token {entry.name} (id {entry.id}) revoked", err=True)
