@@ -79,7 +79,7 @@ def test_concurrent_edits_lose_nothing(tmp_path: Path) -> None:
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         for i in range(8)
     ]
     procs.append(
