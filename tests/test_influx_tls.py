@@ -11,6 +11,7 @@ with the CA replays the spool into the database, exactly once.
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import time
@@ -31,10 +32,12 @@ from devstack.servers import InfluxDB1, MissingBinary, Mosquitto, VictoriaMetric
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 DB = "tls_test"
+USER, PASSWORD = "taza", "pw-never-logged-7f3a"
 
 
 class InfluxHTTPS(InfluxDB1):
-    """influxd with ``https-enabled`` and a certificate for 127.0.0.1 signed by ``ca``."""
+    """influxd with ``https-enabled`` and a certificate for 127.0.0.1 signed by ``ca``, and
+    ``auth-enabled``: the service's writer and history reader send credentials too."""
 
     def __init__(self, data_dir: Path, ca: trustme.CA) -> None:
         super().__init__(data_dir)
@@ -53,7 +56,7 @@ class InfluxHTTPS(InfluxDB1):
         issued.private_key_pem.write_to_path(str(key))
         https = (
             f'  https-enabled = true\n  https-certificate = "{cert}"\n'
-            f'  https-private-key = "{key}"\n'
+            f'  https-private-key = "{key}"\n  auth-enabled = true\n'
         )
         text = super().config_text()
         assert "[http]\n  enabled = true\n" in text
@@ -66,7 +69,9 @@ class InfluxHTTPS(InfluxDB1):
             return False
 
     def _call(self, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+        basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        headers = {"Authorization": f"Basic {basic}"}
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=5, context=self.client_ssl) as resp:
                 return resp.status, resp.read()
@@ -95,6 +100,10 @@ def influx(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         server.start()
     except MissingBinary as exc:
         pytest.fail(str(exc), pytrace=False)
+    # the first admin may be created without credentials (influxd 1.x), then they are needed
+    q = f"q=CREATE USER {USER} WITH PASSWORD '{PASSWORD}' WITH ALL PRIVILEGES"
+    status, body = server._call("POST", "/query", q.encode())
+    assert status == 200, body
     status, body = server._call("POST", "/query", f"q=CREATE DATABASE {DB}".encode())
     assert status == 200, body
     yield server
@@ -158,6 +167,8 @@ def ingest(
         "TAZA_MQTT_CLIENT_ID": f"taza-test-tls-{path.name}",
         "TAZA_INFLUX_URL": influx.url,
         "TAZA_INFLUX_DB": DB,
+        "TAZA_INFLUX_USER": USER,
+        "TAZA_INFLUX_PASSWORD": PASSWORD,
         "TAZA_WRITE_ATTEMPTS": "1",
     }
     if ca_file is not None:
@@ -190,6 +201,7 @@ def test_writes_and_history_over_https_with_the_ca(
         assert proc.metrics().get('taza_write_errors_total{kind="unavailable"}', 0) == 0
     finally:
         assert proc.stop() == 0
+    assert PASSWORD not in proc.log_path.read_text()
 
 
 def test_without_the_ca_writes_fail_reported_spooled_and_replayed_later(

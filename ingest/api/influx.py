@@ -69,9 +69,9 @@ class InfluxReader:
         self.params = {"db": db, "epoch": "ms"}
         if rp:
             self.params["rp"] = rp
-        if user:
-            self.params["u"] = user
-            self.params["p"] = password or ""
+        # Basic auth, not u=/p= in the query string: a URL ends up in proxies' and InfluxDB's
+        # own request logs, and in exception texts.
+        self._auth = aiohttp.BasicAuth(user, password or "") if user else None
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
@@ -79,7 +79,9 @@ class InfluxReader:
         connector = (
             aiohttp.TCPConnector(ssl=client_context(self._ca_file)) if self._https else None
         )  # https: the server's certificate is verified (TAZA_INFLUX_CA_FILE or the system's)
-        self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
+        self._session = aiohttp.ClientSession(
+            timeout=self.timeout, connector=connector, auth=self._auth
+        )
 
     async def close(self) -> None:
         if self._session is not None:
