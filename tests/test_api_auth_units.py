@@ -152,6 +152,8 @@ def test_openapi_declares_bearer_and_401_403_only_when_enforced(
         }
     with app(fleet, None) as c:
         open_doc = c.get("/api/v1/openapi.json").json()
+        me = c.get("/api/v1/whoami").json()
+    assert me == {"name": "anonymous", "role": "operator", "region": None}
     assert "securitySchemes" not in open_doc.get("components", {})
     for item in open_doc["paths"].values():
         assert "security" not in item["get"]

@@ -12,7 +12,17 @@ from fastapi.staticfiles import StaticFiles
 from ingest.api import errors
 from ingest.api.auth import authenticated, operator_only
 from ingest.api.context import ApiContext
-from ingest.api.routes import alerts, collections, devices, fill_levels, ops, pages, plan, rvm
+from ingest.api.routes import (
+    alerts,
+    collections,
+    devices,
+    fill_levels,
+    ops,
+    pages,
+    plan,
+    rvm,
+    token,
+)
 from ingest.api.routes.pages import OPENAPI_URL, SWAGGER_DIR, SWAGGER_URL
 
 PREFIX = "/api/v1"
@@ -49,8 +59,8 @@ def build_app(ctx: ApiContext) -> FastAPI:
 
     app.include_router(ops.metrics_router, **guard(operator_only, ctx.metrics_public))
     app.include_router(ops.health_router, **guard(operator_only, ctx.health_public))
-    crew_may = (fill_levels, alerts, plan)  # the routes confine a crew to its region
-    for module in (devices, fill_levels, alerts, collections, rvm, plan):
+    crew_may = (fill_levels, alerts, plan, token)  # the routes confine a crew to its region
+    for module in (devices, fill_levels, alerts, collections, rvm, plan, token):
         who = authenticated if module in crew_may else operator_only
         app.include_router(module.router, prefix=PREFIX, **guard(who))
     app.include_router(pages.router)

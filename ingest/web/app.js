@@ -21,6 +21,7 @@
     selected: null,
     fitted: false,
     errors: new Set(),
+    me: null, // GET /api/v1/whoami: {name, role, region}
   };
 
   // ---- helpers -----------------------------------------------------------------------------
@@ -427,10 +428,18 @@
     }
   }
 
+  /** A crew token may not list devices: its map is its region's bins from /fill-levels. */
+  const crewRegion = () => (state.me && state.me.role === "crew" ? state.me.region : null);
+  function crewDevices(region) {
+    return [...state.fill.values()].map((f) => ({ ...f, kind: "ecobox", region }));
+  }
+
   async function pollFast() {
+    if (!state.me) await guarded("token", async () => { state.me = await getJSON(`${API}/whoami`); });
+    const crew = crewRegion();
     await Promise.all([
       guarded("devices", async () => {
-        state.devices = items(await getJSON(`${API}/devices`));
+        state.devices = crew ? [] : items(await getJSON(`${API}/devices`));
       }),
       guarded("fill-levels", async () => {
         state.fill = new Map(items(await getJSON(`${API}/fill-levels`)).map((f) => [f.device_id, f]));
@@ -439,6 +448,7 @@
         state.alerts = items(await getJSON(`${API}/alerts`));
       }),
     ]);
+    if (crew) state.devices = crewDevices(crew);
     fillRegionSelect();
     drawDevices();
     drawRegions();
@@ -452,6 +462,7 @@
     midnight.setHours(0, 0, 0, 0);
     await Promise.all([
       guarded("collections", async () => {
+        if (crewRegion()) return; // an operator endpoint; the panel stays empty for a crew
         state.collections = items(await getJSON(`${API}/collections${query({ from: midnight.toISOString() })}`));
       }),
       guarded("plan", async () => {
@@ -504,6 +515,7 @@
     $("auth-token").value = "";
     $("auth").hidden = true;
     $("signout").hidden = false;
+    state.me = null; // ask again who this token is
     fast().then(slow);
   });
   $("signout").addEventListener("click", () => {
