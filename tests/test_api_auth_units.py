@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,15 @@ from ingest.api.auth import Authenticator
 from ingest.fleet import Fleet
 from ingest.metrics import Metrics
 from ingest.tokens import Role, TokenFile, TokenFileError
-from tests.test_api_units import REGISTRY, fleet  # noqa: F401 - the module's fleet fixture
+from tests.test_api_units import NOW, REGISTRY, feed
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Fleet:
+    f = Fleet()
+    feed(f, "eb-1", [40.0, 42.0, 44.0], NOW - timedelta(hours=1))  # almaty
+    feed(f, "eb-3", [30.0, 31.0, 32.0], NOW - timedelta(hours=1))  # astana
+    return f
 
 
 @pytest.fixture
@@ -53,7 +62,7 @@ def app(state: Fleet, path: Path | None, **kw: bool) -> TestClient:
 
 
 @pytest.fixture
-def secured(fleet: Fleet, tokens: tuple[Path, dict[str, str]]) -> Iterator[TestClient]:  # noqa: F811
+def secured(fleet: Fleet, tokens: tuple[Path, dict[str, str]]) -> Iterator[TestClient]:
     with app(fleet, tokens[0]) as c:
         yield c
 
@@ -133,7 +142,7 @@ def test_a_missing_or_malformed_file_at_start_is_an_error(tmp_path: Path) -> Non
 
 
 def test_openapi_declares_bearer_and_401_403_only_when_enforced(
-    fleet: Fleet,  # noqa: F811
+    fleet: Fleet,
     tokens: tuple[Path, dict[str, str]],
 ) -> None:
     with app(fleet, tokens[0]) as c:
@@ -161,7 +170,7 @@ def test_openapi_declares_bearer_and_401_403_only_when_enforced(
 
 
 def test_operations_endpoints_follow_their_settings(
-    fleet: Fleet,  # noqa: F811
+    fleet: Fleet,
     tokens: tuple[Path, dict[str, str]],
 ) -> None:
     path, made = tokens
@@ -179,7 +188,7 @@ def test_operations_endpoints_follow_their_settings(
 
 
 def test_refusals_are_counted_by_reason_and_the_token_is_never_a_label(
-    fleet: Fleet,  # noqa: F811
+    fleet: Fleet,
     tokens: tuple[Path, dict[str, str]],
 ) -> None:
     path, made = tokens
