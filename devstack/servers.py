@@ -441,20 +441,20 @@ def _stop_leftovers() -> None:
             server.stop(timeout=5)
 
 
-RETAIN_GUARD = "taza_retain_guard.so"
-RETAIN_GUARD_SRC = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "retain-guard"
-RETAIN_GUARD_HINT = "apt-get install -y gcc make mosquitto-dev libmosquitto-dev"
+GUARD = "taza_guard.so"
+GUARD_SRC = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "guard"
+GUARD_HINT = "apt-get install -y gcc make mosquitto-dev libmosquitto-dev"
 
 
-def build_retain_guard(out_dir: Path) -> Path:
-    """The production profile's retain-guard plugin, built from the checkout's source with
+def build_guard(out_dir: Path) -> Path:
+    """The production profile's guard plugin, built from the checkout's source with
     its own Makefile (what a city runs) into ``out_dir``."""
-    out = Path(out_dir) / RETAIN_GUARD
-    if not (RETAIN_GUARD_SRC / "Makefile").exists():
-        raise ServerError(f"{RETAIN_GUARD_SRC}: the retain guard's source is not here (a checkout)")
+    out = Path(out_dir) / GUARD
+    if not (GUARD_SRC / "Makefile").exists():
+        raise ServerError(f"{GUARD_SRC}: the guard's source is not here (a checkout)")
     try:
         subprocess.run(
-            [find_binary("make"), "-s", "-C", str(RETAIN_GUARD_SRC), f"OUT={out}"],
+            [find_binary("make"), "-s", "-C", str(GUARD_SRC), f"OUT={out}"],
             check=True,
             capture_output=True,
             text=True,
@@ -462,7 +462,7 @@ def build_retain_guard(out_dir: Path) -> Path:
         )
     except subprocess.CalledProcessError as exc:
         raise ServerError(
-            f"building the retain guard failed ({RETAIN_GUARD_HINT}):\n{exc.stderr[-2000:]}"
+            f"building the guard failed ({GUARD_HINT}):\n{exc.stderr[-2000:]}"
         ) from None
     return out
 
@@ -559,8 +559,8 @@ class Mosquitto(Server):
         for raw in text.splitlines():
             words = raw.split()
             key = words[0] if words else ""
-            if key == "plugin" and len(words) == 2 and Path(words[1]).name == RETAIN_GUARD:
-                out.append(f"plugin {build_retain_guard(self.data_dir)}")
+            if key == "plugin" and len(words) == 2 and Path(words[1]).name == GUARD:
+                out.append(f"plugin {build_guard(self.data_dir)}")
             elif key == "listener" and self.mtls_port and words[1:2] == [str(self.mtls_port)]:
                 out.append(raw)
             elif key == "listener":

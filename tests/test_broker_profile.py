@@ -38,7 +38,7 @@ eb-1,ecobox,almaty,43.2,76.9,240,plastic,residential,60
 eb-2,ecobox,almaty,43.3,76.9,240,plastic,residential,60
 eb-9,ecobox,astana,51.1,71.4,240,plastic,residential,60
 """
-ACCOUNTS = ("ingest.main", "crew.almaty", "operator.ops")
+ACCOUNTS = ("ingest.main", "crew.almaty", "crew.astana.night", "operator.ops")
 NOT_AUTHORIZED = 0x87
 NO_SUBSCRIBERS = 0x10  # PUBACK: accepted, nobody subscribed (reported as 0 below)
 REFUSED = (
@@ -225,17 +225,17 @@ def test_client_id_is_not_identity(broker: Mosquitto, fleet: Fleet) -> None:
 
 def test_device_reads_nothing_but_its_own_feedback(connect: Callable[[str], Client]) -> None:
     eb1 = connect("eb-1")
-    eb1.subscribe(
+    granted = eb1.subscribe(
         "#", "taza/v1/+/+/eb-2/#", "taza/v1/_feedback/eb-2", "taza/v1/alerts/#",
-        "taza/v1/_feedback/eb-1",
+        "taza/v1/_feedback/+", "taza/v1/_feedback/eb-1",
     )  # fmt: skip
+    assert granted == [NOT_AUTHORIZED] * 5 + [1], "the SUBACK refuses all but its own feedback"
     ingest, eb2 = connect("ingest.main"), connect("eb-2")
     assert eb2.publish("taza/v1/almaty/ecobox/eb-2/fill", b"eb-2's reading") == 0
     assert ingest.publish("taza/v1/_feedback/eb-2", b"for eb-2") == 0
     assert ingest.publish("taza/v1/alerts/almaty/eb-2/full", b"alert") == 0
     assert ingest.publish("taza/v1/_feedback/eb-1", b"for eb-1") == 0
-    # (one copy per matching subscription: `#` and its own filter)
-    assert {(t, p) for t, p, _ in eb1.received()} == {("taza/v1/_feedback/eb-1", b"for eb-1")}
+    assert [(t, p) for t, p, _ in eb1.received()] == [("taza/v1/_feedback/eb-1", b"for eb-1")]
 
 
 def test_device_cannot_publish_alerts_or_feedback(connect: Callable[[str], Client]) -> None:
@@ -265,14 +265,22 @@ def test_device_may_retain_only_its_state(connect: Callable[[str], Client]) -> N
 
 def test_crew_reads_only_its_regions_alerts(connect: Callable[[str], Client]) -> None:
     crew = connect("crew.almaty")
-    crew.subscribe("taza/v1/alerts/#", "taza/v1/#")
+    granted = crew.subscribe(
+        "taza/v1/alerts/#", "taza/v1/#", "taza/v1/alerts/astana/#", "taza/v1/alerts/almaty/#"
+    )
+    assert granted == [NOT_AUTHORIZED] * 3 + [1], "only within its own region's alerts"
+    other = connect("crew.astana.night")  # a named crew account: region from the name
+    assert other.subscribe("taza/v1/alerts/almaty/#", "taza/v1/alerts/astana/+/full") == [
+        NOT_AUTHORIZED,
+        1,
+    ]
     ingest = connect("ingest.main")
     assert ingest.publish("taza/v1/alerts/almaty/eb-1/full", b"almaty") == 0
     assert ingest.publish("taza/v1/alerts/astana/eb-9/full", b"astana") == 0
     eb1 = connect("eb-1")
     assert eb1.publish("taza/v1/almaty/ecobox/eb-1/fill", b"telemetry") == 0
-    got = {(t, p) for t, p, _ in crew.received()}  # a copy per matching subscription
-    assert got == {("taza/v1/alerts/almaty/eb-1/full", b"almaty")}
+    got = [(t, p) for t, p, _ in crew.received()]
+    assert got == [("taza/v1/alerts/almaty/eb-1/full", b"almaty")]
     assert crew.publish("taza/v1/alerts/almaty/eb-1/full", b"fake") == NOT_AUTHORIZED
     assert crew.publish("taza/v1/almaty/ecobox/crew.almaty/fill", b"x") == NOT_AUTHORIZED
 
