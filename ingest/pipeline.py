@@ -20,7 +20,7 @@ import structlog
 
 import devices
 from devices import DeviceInfo, Ignored, Limits, Reason, Registry, Rejected
-from ingest.batch import Accepted, Batch, DeadLetter, Incoming, Source
+from ingest.batch import Batch, DeadLetter, Incoming
 from ingest.metrics import Metrics
 
 log = structlog.get_logger("ingest.pipeline")
@@ -89,8 +89,8 @@ class Pipeline:
 
     def _count(self, batch: Batch) -> None:
         """Hot counters once per batch, not per message (a prometheus ``inc`` takes a lock)."""
-        if batch.accepted:
-            self.metrics.accepted.inc(len(batch.accepted))
+        if batch.messages:
+            self.metrics.accepted.inc(len(batch.messages))
         if self._extra:
             self.metrics.extra_fields.inc(self._extra)
             self._extra = 0
@@ -135,9 +135,7 @@ class Pipeline:
             return
         if message.extra_fields:
             self._extra += len(message.extra_fields)
-        batch.add_lines(
-            Source(msg.topic, msg.payload, msg.received_at), lines, Accepted(message, device)
-        )
+        batch.add_accepted(msg, lines, message, device)
 
     def _enrich(self, message: devices.Message) -> DeviceInfo | None:
         if self.registry is None:

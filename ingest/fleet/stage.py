@@ -187,9 +187,9 @@ class FleetStage:
         registry = self.registry
         for now_ms, items in read_journal(journal):
             records += 1
-            for device_id, accepted in items:
+            for device_id, message in items:
                 info = registry.get(device_id) if registry is not None else None
-                events += self._apply(accepted.message, info, now_ms)
+                events += self._apply(message, info, now_ms)
                 messages += 1
         self.history.pending = lines(events)
         self.journal = Journal(journal)
