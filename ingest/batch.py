@@ -73,6 +73,7 @@ class Accepted:
 
 
 # Built per message: a frozen dataclass's own __init__ costs ~0.4 µs more (devices.construct).
+new_incoming = fast_constructor(Incoming)
 new_source = fast_constructor(Source)
 _new_accepted = fast_constructor(Accepted)
 

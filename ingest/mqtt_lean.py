@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import structlog
 
 from ingest import mqttcodec as codec
-from ingest.batch import Incoming
+from ingest.batch import Incoming, new_incoming
 from ingest.errors import BrokerRefused
 from ingest.lifetime import Lifetime
 from ingest.metrics import Metrics
@@ -356,6 +356,7 @@ class LeanIntake(Lifetime):
         sending beyond our Receive Maximum), the rest waits in ``_overflow`` with reading
         paused — TCP then holds the broker back; nothing is dropped."""
         publish_type = codec.Publish
+        make = new_incoming
         received_at: datetime | None = None
         mono = 0.0
         put = self.out.put_nowait
@@ -370,7 +371,7 @@ class LeanIntake(Lifetime):
                     received_at = datetime.now(UTC)
                     mono = conn.last_rx
                 n += 1
-                item = Incoming(
+                item = make(
                     p.packet_id,
                     p.qos,
                     generation,
