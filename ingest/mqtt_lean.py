@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import ssl
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -29,9 +28,8 @@ import structlog
 from ingest import mqttcodec as codec
 from ingest.batch import Incoming, new_incoming
 from ingest.errors import BrokerRefused
-from ingest.lifetime import Lifetime
 from ingest.metrics import Metrics
-from ingest.mqtt import PERMANENT_REFUSALS, IntakeOptions
+from ingest.mqtt import PERMANENT_REFUSALS, IntakeLifetime, IntakeOptions
 
 log = structlog.get_logger("ingest.mqtt")
 
@@ -115,7 +113,7 @@ class LeanAcknowledger:
         intake.metrics.acked.inc(sent)
 
 
-class LeanIntake(Lifetime):
+class LeanIntake(IntakeLifetime):
     """Owns the broker connection; puts every message it accepts on ``out``. ``run()``
     connects and reconnects until closed; ``async with`` closes (last PUBACKs, DISCONNECT)."""
 
@@ -163,7 +161,6 @@ class LeanIntake(Lifetime):
         Raises BrokerRefused when the broker refuses us for good (credentials)."""
         self._loop = asyncio.get_running_loop()
         failures = 0
-        o = self.options
         while not self._stop.is_set():
             conn = await self._connect_once()
             if conn is not None:
@@ -178,13 +175,7 @@ class LeanIntake(Lifetime):
                 if self._stop.is_set():
                     return
             failures += 1
-            delay = random.uniform(
-                o.reconnect_min_s, min(o.reconnect_max_s, o.reconnect_min_s * 2**failures)
-            )
-            log.info("mqtt_reconnect_wait", seconds=round(delay, 2), failures=failures)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stop.wait()
+            await self._backoff(failures)
 
     async def _connect_once(self) -> _Connection | None:
         o = self.options
@@ -261,18 +252,11 @@ class LeanIntake(Lifetime):
         )
         self._send_held(conn)
 
-    def stop_accepting(self) -> None:
-        """From now on, messages are neither processed nor acknowledged: the broker
-        redelivers them to the next run (persistent session)."""
-        self.accepting = False
-
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Send what is queued (the last PUBACKs), then DISCONNECT keeping the session.
         Idempotent; ends ``run()``."""
-        if self._stop.is_set():
+        if not self._closing():
             return
-        self._stop.set()
-        self.accepting = False
         conn = self.conn
         if conn is not None and conn.transport is not None:
             conn.write(codec.DISCONNECT_PACKET)

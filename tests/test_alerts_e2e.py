@@ -8,6 +8,7 @@ reads the ``alert`` / ``collection`` / ``anomaly`` history back from InfluxDB.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import json
@@ -137,7 +138,8 @@ def crew(mosquitto: Any, region: str, request: pytest.FixtureRequest) -> Iterato
 
 def retained_now(broker: Any, region: str) -> dict[str, dict[str, Any]]:
     """What a crew app that connects now is shown for the region: {topic: firing document}."""
-    found = read_retained(BrokerURL(broker.host, broker.port), f"late-{time.monotonic_ns()}")
+    url = BrokerURL(broker.host, broker.port)
+    found = asyncio.run(read_retained(url, f"late-{time.monotonic_ns()}"))
     mine = f"taza/v1/alerts/{region}/"
     return {t: json.loads(p) for t, p in found.items() if t.startswith(mine)}
 

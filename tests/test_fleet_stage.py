@@ -284,7 +284,10 @@ def test_the_retained_sync_clears_stale_topics_and_republishes_only_what_differs
 
     def sync(retained: dict[str, bytes]) -> list[tuple[str, bytes, int, bool]]:
         published.clear()
-        stage.read_retained = lambda: retained
+        async def read() -> dict[str, bytes]:
+            return retained
+
+        stage.read_retained = read
         loop.run_until_complete(stage.sync_retained())
         return list(published)
 

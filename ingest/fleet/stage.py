@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,8 +57,8 @@ class Publish(Protocol):
     def __call__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
 
 
-RetainedReader = Callable[[], dict[str, bytes]]
-"""Blocking: {topic: payload} retained under taza/v1/alerts/# (run in a thread)."""
+RetainedReader = Callable[[], Awaitable[dict[str, bytes]]]
+"""{topic: payload} retained under taza/v1/alerts/# (``ingest.fleet.retained``)."""
 
 
 def check_registry(settings: FleetSettings, registry: Mapping[str, DeviceInfo] | None) -> None:
@@ -320,7 +320,7 @@ class FleetStage:
         retained: dict[str, bytes] = {}
         if self.read_retained is not None:
             try:
-                retained = await asyncio.to_thread(self.read_retained)
+                retained = await self.read_retained()
             except (RetainedReadError, OSError) as exc:
                 log.warning(
                     "fleet_retained_unread",
