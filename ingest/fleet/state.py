@@ -404,12 +404,11 @@ class DeviceState:
 
     def _forecast(self, now_ms: int) -> Forecast | None:
         th = self.th
-        n = len(self.hist_t)
-        if n < th.forecast_min_points:
-            return None
-        t = np.frombuffer(self.hist_t, dtype=np.float32).astype(np.float64)
-        if t[-1] - t[0] < th.forecast_min_span_s:
-            return None
+        ht = self.hist_t
+        n = len(ht)
+        if n < th.forecast_min_points or ht[-1] - ht[0] < th.forecast_min_span_s:
+            return None  # checked before numpy: the same doubles, without two arrays built
+        t = np.frombuffer(ht, dtype=np.float32).astype(np.float64)
         y = np.frombuffer(self.hist_y, dtype=np.float32).astype(np.float64)
         rate, at = fc.crossing_ms(
             t, y, self.hist_t0_ms, now_ms, th.full_threshold_pct, self._profile()
