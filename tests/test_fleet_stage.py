@@ -284,6 +284,7 @@ def test_the_retained_sync_clears_stale_topics_and_republishes_only_what_differs
 
     def sync(retained: dict[str, bytes]) -> list[tuple[str, bytes, int, bool]]:
         published.clear()
+
         async def read() -> dict[str, bytes]:
             return retained
 
