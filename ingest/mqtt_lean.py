@@ -145,6 +145,7 @@ class LeanIntake(IntakeLifetime):
         self._unsent: OrderedDict[int, None] = OrderedDict()
         self._inflight = 0
         self._send_quota = 65535  # the broker's Receive Maximum for our QoS 1 publishes
+        self._send_soon = False  # a _send_now is scheduled
 
     def loop_time(self) -> float:
         assert self._loop is not None
@@ -259,6 +260,7 @@ class LeanIntake(IntakeLifetime):
             return
         conn = self.conn
         if conn is not None and conn.transport is not None:
+            self._send_held(conn)  # publishes of the last step, before DISCONNECT
             conn.write(codec.DISCONNECT_PACKET)
             conn.transport.close()  # after the buffered bytes are written
             with contextlib.suppress(TimeoutError):
@@ -305,8 +307,16 @@ class LeanIntake(IntakeLifetime):
         pid = self._packet_id()
         self._outbox[pid] = _Held(topic, payload, retain)
         self._unsent[pid] = None
-        if conn is not None:
-            self._send_held(conn)  # else: after the next CONNACK
+        if conn is not None and not self._send_soon:  # else: after the next CONNACK
+            # Once the caller's step is done: a batch's alerts leave in one write, not one
+            # send() each (they were 3 % of the service's CPU with alerts on).
+            self._send_soon = True
+            asyncio.get_running_loop().call_soon(self._send_now)
+
+    def _send_now(self) -> None:
+        self._send_soon = False
+        if self.conn is not None:
+            self._send_held(self.conn)
 
     def _packet_id(self) -> int:
         for _ in range(65535):
@@ -318,12 +328,15 @@ class LeanIntake(IntakeLifetime):
     def _send_held(self, conn: _Connection) -> None:
         """Send held QoS 1 publishes not yet sent on this connection, oldest first, while
         fewer than the broker's Receive Maximum are in flight; DUP if sent before."""
+        out = []
         while self._unsent and self._inflight < self._send_quota:
             pid, _ = self._unsent.popitem(last=False)
             h = self._outbox[pid]
-            conn.write(codec.publish(h.topic, h.payload, 1, h.retain, pid, dup=h.generation > 0))
+            out.append(codec.publish(h.topic, h.payload, 1, h.retain, pid, dup=h.generation > 0))
             h.generation = conn.generation
             self._inflight += 1
+        if out:
+            conn.write(b"".join(out))
 
     def _forget(self, pid: int, held: _Held) -> None:
         """``pid`` left the outbox (acknowledged, or dropped when it was full)."""
