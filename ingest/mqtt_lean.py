@@ -421,7 +421,8 @@ class LeanIntake(IntakeLifetime):
                 self._forget(p.packet_id, held)
                 if p.reason >= 0x80:
                     log.warning("mqtt_publish_refused", packet_id=p.packet_id, reason=p.reason)
-            self._send_held(conn)
+            if self._unsent:
+                self._send_held(conn)
         elif isinstance(p, codec.ConnAck):
             if conn.connack.done():
                 log.error("mqtt_protocol_error", error="second CONNACK", action="reconnecting")

@@ -326,7 +326,7 @@ def _control(buf: bytes, kind: int, first: int, i: int, end: int) -> Packet:
         if first != 0x40 or end - i < 2:
             raise MalformedPacket("bad PUBACK")
         reason = buf[i + 2] if end - i > 2 else 0
-        return PubAck(buf[i] << 8 | buf[i + 1], reason)
+        return _new(PubAck, (buf[i] << 8 | buf[i + 1], reason))  # one per alert published
     if kind == CONNACK:
         if first != 0x20 or end - i < 3:
             raise MalformedPacket("bad CONNACK")
