@@ -122,7 +122,40 @@ class MqttAcknowledger:
         intake.metrics.acked.inc(sent)
 
 
-class MqttIntake(Lifetime):
+class IntakeLifetime(Lifetime):
+    """What both intakes (paho, lean) share: stop accepting, the start of ``close()``, and
+    the wait between reconnects."""
+
+    options: IntakeOptions
+    accepting: bool
+    _stop: asyncio.Event
+
+    def stop_accepting(self) -> None:
+        """From now on, messages are neither processed nor acknowledged: the broker
+        redelivers them to the next run (persistent session)."""
+        self.accepting = False
+
+    def _closing(self) -> bool:
+        """Stop ``run()`` and accepting; False when already closed (``close`` idempotent)."""
+        if self._stop.is_set():
+            return False
+        self._stop.set()
+        self.accepting = False
+        return True
+
+    async def _backoff(self, failures: int) -> None:
+        """Exponential backoff with full jitter before the next attempt; ends early on stop."""
+        o = self.options
+        delay = random.uniform(
+            o.reconnect_min_s, min(o.reconnect_max_s, o.reconnect_min_s * 2**failures)
+        )
+        log.info("mqtt_reconnect_wait", seconds=round(delay, 2), failures=failures)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._stop.wait()
+
+
+class MqttIntake(IntakeLifetime):
     """Owns the paho client; puts every message it accepts on ``out``. ``run()`` connects
     and reconnects until closed; ``async with`` closes (last PUBACKs, DISCONNECT)."""
 
@@ -187,14 +220,7 @@ class MqttIntake(Lifetime):
                     f"broker {self.options.broker_name} refused the connection: {self._refusal}"
                 )
             failures += 1
-            o = self.options
-            delay = random.uniform(
-                o.reconnect_min_s, min(o.reconnect_max_s, o.reconnect_min_s * 2**failures)
-            )
-            log.info("mqtt_reconnect_wait", seconds=round(delay, 2), failures=failures)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stop.wait()
+            await self._backoff(failures)
 
     async def _connect_once(self) -> bool:
         o = self.options
@@ -223,18 +249,11 @@ class MqttIntake(Lifetime):
             return False
         return not self._disconnected.is_set()
 
-    def stop_accepting(self) -> None:
-        """From now on, messages are neither processed nor acknowledged: the broker
-        redelivers them to the next run (persistent session)."""
-        self.accepting = False
-
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Send what is queued (the last PUBACKs), then DISCONNECT keeping the session.
         Idempotent; ends ``run()``."""
-        if self._stop.is_set():
+        if not self._closing():
             return
-        self._stop.set()
-        self.accepting = False
         if self._misc_task is not None:
             self._misc_task.cancel()
         if self.client.is_connected():

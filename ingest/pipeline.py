@@ -25,7 +25,7 @@ import structlog
 
 import devices
 from devices import DeviceInfo, Ignored, Limits, Reason, Registry, Rejected
-from ingest.batch import Accepted, Batch, DeadLetter, Incoming, Source
+from ingest.batch import Batch, DeadLetter, Incoming
 from ingest.metrics import Metrics
 from ingest.ratelimit import DeviceRateLimit
 
@@ -99,8 +99,8 @@ class Pipeline:
 
     def _count(self, batch: Batch) -> None:
         """Hot counters once per batch, not per message (a prometheus ``inc`` takes a lock)."""
-        if batch.accepted:
-            self.metrics.accepted.inc(len(batch.accepted))
+        if batch.messages:
+            self.metrics.accepted.inc(len(batch.messages))
         if self._extra:
             self.metrics.extra_fields.inc(self._extra)
             self._extra = 0
@@ -158,9 +158,7 @@ class Pipeline:
             return
         if message.extra_fields:
             self._extra += len(message.extra_fields)
-        batch.add_lines(
-            Source(msg.topic, msg.payload, msg.received_at), lines, Accepted(message, device)
-        )
+        batch.add_accepted(msg, lines, message, device)
 
     def _distinct_state_time(self, message: devices.Message) -> devices.Message:
         """A ``state`` point is timed by its receive time in ms, and one receive buffer shares
