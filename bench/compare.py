@@ -379,6 +379,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="taza ÷ ceiling pairs (median reported)")
     ap.add_argument("--taza-env", action="append", default=[], help="KEY=VALUE for taza-ingest")
     ap.add_argument(
+        "--stage-ab",
+        action="store_true",
+        help="after each taza round, one with the alert stage off (TAZA_ALERTS_ENABLED=false): "
+        "the stage's cost from interleaved rounds of one session",
+    )
+    ap.add_argument(
         "--paho", action="store_true", help="also taza with TAZA_MQTT_CLIENT=paho (the old intake)"
     )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -410,14 +416,26 @@ def main() -> None:
             ceil("c2")
             tazas: list[dict[str, object]] = []
             ratios: list[float] = []
+            offs: list[dict[str, object]] = []
+            off_ratios: list[float] = []
+
+            def taza_round(run_env: dict[str, str], tag: str) -> tuple[dict[str, object], float]:
+                t = run_taza(root, broker, influxd, payloads, lat_payloads, run_env, tag)
+                before = ceilings[-1]
+                after = ceil(f"c-{tag}")
+                t["paired_ceiling"] = (before + after) / 2
+                return t, float(t["msgs_per_s"]) / ((before + after) / 2)  # type: ignore[arg-type]
+
             for r in range(args.rounds):
                 say(f"taza-ingest, round {r + 1} ...")
-                t = run_taza(root, broker, influxd, payloads, lat_payloads, env, str(r))
-                before = ceilings[-1]
-                after = ceil(f"c{3 + r}")
-                t["paired_ceiling"] = (before + after) / 2
+                t, ratio = taza_round(env, str(r))
                 tazas.append(t)
-                ratios.append(float(t["msgs_per_s"]) / ((before + after) / 2))  # type: ignore[arg-type]
+                ratios.append(ratio)
+                if args.stage_ab:
+                    say(f"taza-ingest, alert stage off, round {r + 1} ...")
+                    t, ratio = taza_round(env | {"TAZA_ALERTS_ENABLED": "false"}, f"off{r}")
+                    offs.append(t)
+                    off_ratios.append(ratio)
             median = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
             taza = tazas[median]
             paho: dict[str, object] | None = None
@@ -450,6 +468,14 @@ def main() -> None:
         "tuned-qos0": tuned,
         "taza": taza,
     }
+    result["taza_cpu_us_per_msg_rounds"] = [t["cpu_us_per_msg"] for t in tazas]
+    if offs:
+        result["stage_off"] = {
+            "taza_over_ceiling": round(statistics.median(off_ratios), 3),
+            "taza_over_ceiling_rounds": [round(r, 3) for r in off_ratios],
+            "msgs_per_s_rounds": [round(float(t["msgs_per_s"])) for t in offs],  # type: ignore[arg-type]
+            "cpu_us_per_msg_rounds": [t["cpu_us_per_msg"] for t in offs],
+        }
     if paho is not None:
         rates = result["msgs_per_s"]
         assert isinstance(rates, dict)
@@ -487,6 +513,15 @@ def main() -> None:
         f"  taza publish→queryable at {lat['rate']:,.0f} msg/s: "
         f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms"
     )
+    off = result.get("stage_off")
+    if isinstance(off, dict):
+        on_cpu = [c["service"] for c in result["taza_cpu_us_per_msg_rounds"]]  # type: ignore[attr-defined, index]
+        off_cpu = [c["service"] for c in off["cpu_us_per_msg_rounds"]]
+        print(
+            f"  alert stage on / off, interleaved: ÷ ceiling {result['taza_over_ceiling']} / "
+            f"{off['taza_over_ceiling']} (rounds {off['taza_over_ceiling_rounds']} off); "
+            f"service CPU µs/msg per round {on_cpu} / {off_cpu}"
+        )
     print(f"  plot: {args.plot}")
 
 

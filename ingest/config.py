@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -217,6 +224,61 @@ class Settings(BaseSettings):
 
     # -- end of issue 12's block --------------------------------------------------------------
 
+    # -- API tokens, production mode, TLS to InfluxDB, broker client cert (issue 12) ----------
+    api_tokens_file: Path | None = Field(
+        None,
+        description="tokens file (`taza tokens add`): the API and page need a bearer token "
+        "(default: none, the API is open, for development)",
+    )
+    api_metrics_public: bool = Field(
+        False, description="with a tokens file: /metrics answers without a token"
+    )
+    api_health_public: bool = Field(
+        True, description="with a tokens file: /healthz and /readyz answer without a token"
+    )
+    influx_ca_file: Path | None = Field(
+        None, description="CA bundle to verify an https:// InfluxDB (default: the system's)"
+    )
+    mqtt_cert_file: Path | None = Field(
+        None, description="client certificate (PEM) for mqtts:// mutual TLS"
+    )
+    mqtt_key_file: Path | None = Field(
+        None, description="its private key (PEM; default: in the certificate file)"
+    )
+    production: bool = Field(
+        False,
+        description="refuse to start with anonymous or plain-text broker access, an open API "
+        "or plain-http InfluxDB",
+    )
+
+    @field_validator("api_tokens_file", "influx_ca_file", "mqtt_cert_file", "mqtt_key_file")
+    @classmethod
+    def _check_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v} is not a file")
+        return v
+
+    @field_validator("mqtt_key_file")
+    @classmethod
+    def _check_key(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is not None and info.data.get("mqtt_cert_file") is None:
+            raise ValueError("a key without TAZA_MQTT_CERT_FILE")
+        return v
+
+    @field_validator("production")
+    @classmethod
+    def _check_production(cls, v: bool, info: ValidationInfo) -> bool:
+        if v:
+            problems = production_problems(info.data)
+            if problems:
+                raise ValueError(
+                    "refusing to start in production mode:"
+                    + "".join(f"\n    - {p}" for p in problems)
+                )
+        return v
+
+    # -- end of the API tokens / production / TLS block ---------------------------------------
+
     @field_validator("mqtt_url")
     @classmethod
     def _check_mqtt_url(cls, v: str) -> str:
@@ -321,6 +383,8 @@ class Settings(BaseSettings):
             "data_dir": str(self.data_dir),
             "http": self.http_addr,
             "alerts": self.alerts_enabled,
+            "api_auth": "tokens" if self.api_tokens_file else "open",
+            "production": self.production,
         }
 
 
@@ -370,3 +434,27 @@ def describe_settings() -> str:
         shown = "" if default is None or default == {} else f" [default: {default}]"
         rows.append(f"  {ENV_PREFIX}{name.upper():<28} {field.description or ''}{shown}")
     return "\n".join(rows)
+
+
+def production_problems(data: dict[str, Any]) -> list[str]:
+    """What production mode refuses, from the fields validated so far (issue 12; each choice is
+    in docs/operators.md): the broker in plain text or without an identity, the API without
+    tokens, InfluxDB over plain http. Plain text is refused on loopback too: production means
+    the same rules on every host."""
+    problems = []
+    url = data.get("mqtt_url")
+    if url is not None:
+        broker = parse_mqtt_url(url)
+        if not broker.tls:
+            problems.append("TAZA_MQTT_URL is not mqtts:// (the broker must be reached over TLS)")
+        if broker.username is None and data.get("mqtt_cert_file") is None:
+            problems.append(
+                "anonymous broker access: give a user in TAZA_MQTT_URL "
+                "(mqtts://user:pass@host) or a client certificate (TAZA_MQTT_CERT_FILE)"
+            )
+    if data.get("api_tokens_file") is None:
+        problems.append("the API is open: set TAZA_API_TOKENS_FILE (`taza tokens add`)")
+    influx = data.get("influx_url")
+    if influx is not None and not str(influx).startswith("https://"):
+        problems.append("TAZA_INFLUX_URL is plain http: use https:// (TAZA_INFLUX_CA_FILE)")
+    return problems

@@ -97,11 +97,8 @@ class Delivery:
             self.in_hand = True
             stored = await self.store(batch)
             if stored:
-                if self.sink is not None and batch.accepted:
-                    accepted = batch.accepted
-                    if batch.refused:
-                        accepted = [a for i, a in enumerate(accepted) if i not in batch.refused]
-                    await self.sink.delivered(accepted)
+                if self.sink is not None and batch.messages:
+                    await self.sink.delivered(batch.delivered())
                 self.acknowledger.ack(batch.acks)
                 if batch.first_received:
                     self.metrics.ingest_lag.set(time.monotonic() - batch.first_received)

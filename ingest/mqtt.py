@@ -38,6 +38,7 @@ from ingest.batch import Incoming
 from ingest.errors import BrokerRefused
 from ingest.lifetime import Lifetime
 from ingest.metrics import Metrics
+from ingest.tls import client_context
 
 log = structlog.get_logger("ingest.mqtt")
 
@@ -64,6 +65,8 @@ class IntakeOptions:
     username: str | None = None
     password: str | None = None
     ca_file: Path | None = None
+    cert_file: Path | None = None  # client certificate for mutual TLS
+    key_file: Path | None = None
     session_expiry_s: int = 7 * 86400
     keepalive_s: int = 30
     receive_maximum: int = 20000
@@ -94,8 +97,7 @@ def paho_client(options: IntakeOptions) -> paho.Client:
     if options.username is not None:
         client.username_pw_set(options.username, options.password)
     if options.tls:
-        cafile = str(options.ca_file) if options.ca_file else None
-        client.tls_set_context(ssl.create_default_context(cafile=cafile))
+        client.tls_set_context(client_context(options.ca_file, options.cert_file, options.key_file))
     return client
 
 
@@ -120,7 +122,40 @@ class MqttAcknowledger:
         intake.metrics.acked.inc(sent)
 
 
-class MqttIntake(Lifetime):
+class IntakeLifetime(Lifetime):
+    """What both intakes (paho, lean) share: stop accepting, the start of ``close()``, and
+    the wait between reconnects."""
+
+    options: IntakeOptions
+    accepting: bool
+    _stop: asyncio.Event
+
+    def stop_accepting(self) -> None:
+        """From now on, messages are neither processed nor acknowledged: the broker
+        redelivers them to the next run (persistent session)."""
+        self.accepting = False
+
+    def _closing(self) -> bool:
+        """Stop ``run()`` and accepting; False when already closed (``close`` idempotent)."""
+        if self._stop.is_set():
+            return False
+        self._stop.set()
+        self.accepting = False
+        return True
+
+    async def _backoff(self, failures: int) -> None:
+        """Exponential backoff with full jitter before the next attempt; ends early on stop."""
+        o = self.options
+        delay = random.uniform(
+            o.reconnect_min_s, min(o.reconnect_max_s, o.reconnect_min_s * 2**failures)
+        )
+        log.info("mqtt_reconnect_wait", seconds=round(delay, 2), failures=failures)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._stop.wait()
+
+
+class MqttIntake(IntakeLifetime):
     """Owns the paho client; puts every message it accepts on ``out``. ``run()`` connects
     and reconnects until closed; ``async with`` closes (last PUBACKs, DISCONNECT)."""
 
@@ -185,14 +220,7 @@ class MqttIntake(Lifetime):
                     f"broker {self.options.broker_name} refused the connection: {self._refusal}"
                 )
             failures += 1
-            o = self.options
-            delay = random.uniform(
-                o.reconnect_min_s, min(o.reconnect_max_s, o.reconnect_min_s * 2**failures)
-            )
-            log.info("mqtt_reconnect_wait", seconds=round(delay, 2), failures=failures)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stop.wait()
+            await self._backoff(failures)
 
     async def _connect_once(self) -> bool:
         o = self.options
@@ -221,18 +249,11 @@ class MqttIntake(Lifetime):
             return False
         return not self._disconnected.is_set()
 
-    def stop_accepting(self) -> None:
-        """From now on, messages are neither processed nor acknowledged: the broker
-        redelivers them to the next run (persistent session)."""
-        self.accepting = False
-
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Send what is queued (the last PUBACKs), then DISCONNECT keeping the session.
         Idempotent; ends ``run()``."""
-        if self._stop.is_set():
+        if not self._closing():
             return
-        self._stop.set()
-        self.accepting = False
         if self._misc_task is not None:
             self._misc_task.cancel()
         if self.client.is_connected():

@@ -17,6 +17,7 @@ that awaits it, and a pipeline that ignores cancellation keeps a failed service 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from datetime import timedelta
 
@@ -24,13 +25,14 @@ import structlog
 
 import devices
 from devices import DeviceInfo, Ignored, Limits, Reason, Registry, Rejected
-from ingest.batch import Accepted, Batch, DeadLetter, Incoming, Source
+from ingest.batch import Batch, DeadLetter, Incoming
 from ingest.metrics import Metrics
 from ingest.ratelimit import DeviceRateLimit
 
 log = structlog.get_logger("ingest.pipeline")
 
 STOP = None
+STATE_TIMES_KEPT = 4096
 
 
 class Pipeline:
@@ -55,6 +57,7 @@ class Pipeline:
         self.processed = 0
         self.waiting_for_delivery = False
         self._extra = 0  # unknown fields seen since the last hand-over
+        self._state_ms: dict[str, int] = {}  # device → time given to its last state message
 
     async def _hand_over(self, out: asyncio.Queue[Batch | None], batch: Batch | None) -> None:
         if batch is not None:
@@ -96,8 +99,8 @@ class Pipeline:
 
     def _count(self, batch: Batch) -> None:
         """Hot counters once per batch, not per message (a prometheus ``inc`` takes a lock)."""
-        if batch.accepted:
-            self.metrics.accepted.inc(len(batch.accepted))
+        if batch.messages:
+            self.metrics.accepted.inc(len(batch.messages))
         if self._extra:
             self.metrics.extra_fields.inc(self._extra)
             self._extra = 0
@@ -125,6 +128,8 @@ class Pipeline:
             return
         try:
             message = devices.decode(msg.topic, msg.payload, msg.received_at, self.limits)
+            if message.seq is None:
+                message = self._distinct_state_time(message)
             device = self._enrich(message)
             lines = devices.encode(message, device)
         except Rejected as rej:
@@ -153,9 +158,21 @@ class Pipeline:
             return
         if message.extra_fields:
             self._extra += len(message.extra_fields)
-        batch.add_lines(
-            Source(msg.topic, msg.payload, msg.received_at), lines, Accepted(message, device)
-        )
+        batch.add_accepted(msg, lines, message, device)
+
+    def _distinct_state_time(self, message: devices.Message) -> devices.Message:
+        """A ``state`` point is timed by its receive time in ms, and one receive buffer shares
+        one receive time: a device's ``offline`` then ``online`` queued at the broker during
+        an outage would be one point, the later overwriting the earlier. Each later state of
+        a device gets at least 1 ms more than the one before, so both are kept, in order."""
+        key = message.topic.device_id
+        last = self._state_ms.pop(key, None)
+        if last is not None and message.ts_ms <= last:
+            message = dataclasses.replace(message, ts_ms=last + 1)
+        elif len(self._state_ms) >= STATE_TIMES_KEPT:
+            del self._state_ms[next(iter(self._state_ms))]  # the least recently changed
+        self._state_ms[key] = message.ts_ms
+        return message
 
     def _enrich(self, message: devices.Message) -> DeviceInfo | None:
         if self.registry is None:

@@ -47,7 +47,7 @@ import orjson
 import structlog
 
 from devices import Registry, RegistryError
-from ingest.api.context import ApiContext, influx_for
+from ingest.api.context import ApiContext, auth_for, influx_for
 from ingest.batch import Batch, DeadLetter, DeliveredSink, Incoming
 from ingest.config import Settings, parse_host_port
 from ingest.deadletter import DeadLetterStore
@@ -88,6 +88,8 @@ def intake_options(settings: Settings) -> IntakeOptions:
         username=broker.username,
         password=broker.password,
         ca_file=settings.mqtt_ca_file,
+        cert_file=settings.mqtt_cert_file,
+        key_file=settings.mqtt_key_file,
         session_expiry_s=settings.mqtt_session_expiry_s,
         keepalive_s=settings.mqtt_keepalive_s,
         receive_maximum=settings.mqtt_receive_maximum,
@@ -196,6 +198,9 @@ class Service:
             plan_settings=plan,
             plan_pool=PlanPool(workers=plan.workers, cache_ttl_s=plan.cache_ttl_s),
             tile_url=settings.page_tile_url,
+            auth=auth_for(settings, self.metrics.registry),
+            metrics_public=settings.api_metrics_public,
+            health_public=settings.api_health_public,
         )
         self.http = HttpServer(host, port, api)
         self.metrics.queue_depth.set_function(lambda: self.intake.unacked)
@@ -209,6 +214,8 @@ class Service:
         settings = self.settings
         broker = settings.broker
         ca_file = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
+        cert = str(settings.mqtt_cert_file) if settings.mqtt_cert_file else None
+        key = str(settings.mqtt_key_file) if settings.mqtt_key_file else None
         client_id = f"{settings.mqtt_client_id}-alerts-sync"
         try:
             return FleetStage(
@@ -219,7 +226,9 @@ class Service:
                 registry=self.registry,
                 metrics=self.metrics.registry,
                 ready=lambda: self.intake.subscribed,
-                read_retained=lambda: read_retained(broker, client_id, ca_file=ca_file),
+                read_retained=lambda: read_retained(
+                    broker, client_id, ca_file=ca_file, cert_file=cert, key_file=key
+                ),
                 spool_max_bytes=settings.spool_max_bytes,
                 tick_interval_s=settings.alert_tick_interval_s,
                 snapshot_interval_s=settings.alert_snapshot_interval_s,

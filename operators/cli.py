@@ -22,6 +22,7 @@ from devices import ExitCode
 from devices.timeparse import parse_duration, parse_instant
 from operators.client import DEFAULT_URL, ApiClient, ApiError
 from operators.provision.commands import COMMANDS as PROVISION_COMMANDS
+from operators.tokens import tokens
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,6 +35,13 @@ def _common(f: F) -> F:
         "--json", "as_json", is_flag=True, help="print the API's JSON answer instead of a table"
     )(f)
     f = click.option(
+        "--token",
+        envvar="TAZA_API_TOKEN",
+        expose_value=False,
+        callback=_remember_token,
+        help="API token (env TAZA_API_TOKEN; prefer the env: options show in `ps`)",
+    )(f)
+    f = click.option(
         "--url",
         envvar="TAZA_API_URL",
         default=DEFAULT_URL,
@@ -41,6 +49,14 @@ def _common(f: F) -> F:
         help="taza-ingest's HTTP address (env TAZA_API_URL)",
     )(f)
     return f
+
+
+def _remember_token(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.find_root().meta[_TOKEN] = value
+
+
+_TOKEN = "taza.token"
 
 
 def _region(f: F) -> F:
@@ -79,7 +95,8 @@ def _range(f: F) -> F:
 
 def _call(url: str, path: str, **params: Any) -> Any:
     try:
-        with ApiClient(url) as api:
+        token = click.get_current_context().find_root().meta.get(_TOKEN)
+        with ApiClient(url, token=token) as api:
             return api.get(path, **params)
     except ApiError as exc:
         click.echo(f"taza: {exc.message}", err=True)
@@ -359,3 +376,4 @@ def device_history(
 # Broker provisioning (issue 12): files for the broker, not the API — see operators/provision.
 for _command in PROVISION_COMMANDS:
     devices.add_command(_command)
+main.add_command(tokens)

@@ -24,10 +24,15 @@ class ApiUnreachable(ApiError):
 
 
 class ApiClient:
-    def __init__(self, url: str = DEFAULT_URL, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, timeout_s: float = 30.0, token: str | None = None
+    ) -> None:
         self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         # No proxies from the environment: an operator's http_proxy must not see loopback traffic.
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, trust_env=False)
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout_s, trust_env=False, headers=headers
+        )
 
     def close(self) -> None:
         self._http.close()

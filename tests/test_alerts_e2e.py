@@ -8,6 +8,7 @@ reads the ``alert`` / ``collection`` / ``anomaly`` history back from InfluxDB.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import json
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from devices import to_payload
 from devices.broker import BrokerURL
 from devices.message import Fill, Message
 from devstack.ingest_process import IngestProcess, wait_until
 from devstack.publisher import Publisher
-from ingest.batch import Accepted
+from ingest.batch import Accepted, Source
 from ingest.fleet import Fleet
 from ingest.fleet.persist import Journal
 from ingest.fleet.retained import read_retained
@@ -135,7 +138,8 @@ def crew(mosquitto: Any, region: str, request: pytest.FixtureRequest) -> Iterato
 
 def retained_now(broker: Any, region: str) -> dict[str, dict[str, Any]]:
     """What a crew app that connects now is shown for the region: {topic: firing document}."""
-    found = read_retained(BrokerURL(broker.host, broker.port), f"late-{time.monotonic_ns()}")
+    url = BrokerURL(broker.host, broker.port)
+    found = asyncio.run(read_retained(url, f"late-{time.monotonic_ns()}"))
     mine = f"taza/v1/alerts/{region}/"
     return {t: json.loads(p) for t, p in found.items() if t.startswith(mine)}
 
@@ -620,7 +624,10 @@ def test_start_up_with_10k_devices_history(
         for i, device_id in enumerate(ids[start : start + 1000], start):
             m = (full_next if i % 10 == 0 else quiet_next)[0]
             topic = dataclasses.replace(m.topic, device_id=device_id, region=region)
-            batch.append(Accepted(dataclasses.replace(m, topic=topic), None))
+            message = dataclasses.replace(m, topic=topic)
+            received = datetime.fromtimestamp(message.ts_ms / 1000, UTC)
+            source = Source(str(topic), to_payload(message), received)
+            batch.append(Accepted(message, None, source))
         journal.append(heard, batch)
     journal.close()
     rows = "".join(f"{d},ecobox,{region},43.25,76.9,240,plastic,residential,900\n" for d in ids)

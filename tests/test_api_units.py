@@ -232,6 +232,7 @@ def test_openapi_documents_every_endpoint(api: TestClient) -> None:
         "/api/v1/collections",
         "/api/v1/rvm/summary",
         "/api/v1/collection-plan",
+        "/api/v1/whoami",
     }
     fill = doc["components"]["schemas"]["FillLevel"]
     assert set(fill["properties"]) == FILL_FIELDS

@@ -26,6 +26,7 @@ def test_the_corpus_covers_every_decode_reason() -> None:
         devices.Reason.UNREGISTERED,
         devices.Reason.REFUSED_BY_DATABASE,
         devices.Reason.INTERNAL_ERROR,
+        devices.Reason.RATE_LIMITED,  # set by the service from the topic, before any decode
     }
     covered = {devices.Reason(str(case["reason"])) for case in CASES.values()}
     assert covered == set(devices.Reason) - not_from_decode

@@ -11,6 +11,7 @@ better (or, within 5 %, the cheaper) one.
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -129,3 +130,34 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _learn_numpy(profile: NDArray[np.float32], t_ms: int, rate: float) -> None:
+    """The profile update as first written, in numpy float32: the reference."""
+    h = (t_ms // 3_600_000) % 24
+    if profile[h] == 0.0:
+        seen = profile[profile != 0.0]
+        profile[h] = float(seen.mean()) if len(seen) else max(rate, 0.01)
+    profile[h] += forecast.PROFILE_ALPHA * (rate - profile[h])
+    if profile[h] == 0.0:
+        profile[h] = 1e-6
+
+
+def test_the_profile_update_equals_numpys_float32_bit_for_bit() -> None:
+    """``learn`` runs per plausible reading in plain Python; the profiles it learns (and so
+    every forecast) must be exactly what numpy's float32 arithmetic gives."""
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        ours = array("f", bytes(4 * 24))
+        reference = np.zeros(24, dtype=np.float32)
+        for t_ms, rate in zip(
+            rng.integers(0, 10 * 86_400_000, 400).tolist(),
+            (rng.standard_normal(400) * rng.choice([0.01, 1.0, 30.0, 3000.0], 400)).tolist(),
+            strict=True,
+        ):
+            forecast.learn(ours, t_ms, rate)
+            _learn_numpy(reference, t_ms, rate)
+            assert ours.tobytes() == reference.tobytes()
+    one = array("f", bytes(4 * 24))
+    forecast.learn(one, 0, 0.0)  # a step that lands on 0 is kept just off it
+    assert one[0] > 0.0

@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from devices import Registry, RegistryError, decode
-from ingest.batch import Accepted
+from devices import Limits, Registry, RegistryError, decode, to_payload
+from ingest.batch import Accepted, Source
 from ingest.config import load_settings
 from ingest.errors import ConfigError, WriteUnavailable
 from ingest.fleet import Fleet, FleetConfigError, FleetSettings
-from ingest.fleet.persist import JOURNAL
+from ingest.fleet.persist import JOURNAL, Journal, read_journal
 from ingest.fleet.stage import FleetStage
 from tests.test_fleet_support import LIMITS, MIN, T0, info, replace
 
@@ -81,8 +82,9 @@ def fills(levels: list[float], start_seq: int = 0, t0: int = T0) -> list[Accepte
     out = []
     for i, pct in enumerate(levels):
         payload = f'{{"ts": {t0 + i * MIN}, "seq": {start_seq + i}, "fill_pct": {pct}}}'
-        m = decode("taza/v1/almaty/ecobox/eb-1/fill", payload.encode(), received, LIMITS)
-        out.append(Accepted(m, info()))
+        topic = "taza/v1/almaty/ecobox/eb-1/fill"
+        m = decode(topic, payload.encode(), received, LIMITS)
+        out.append(Accepted(m, info(), Source(topic, payload.encode(), received)))
     return out
 
 
@@ -138,6 +140,44 @@ def test_a_torn_journal_tail_is_skipped(tmp_path: Path, loop: asyncio.AbstractEv
         fh.write(b'{"n": 1, "m": [["taza/v1/alm')
     again = make_stage(tmp_path, FakeWriter(), Published())
     assert len(again) == 1
+
+
+def test_the_journal_replays_each_message_exactly_as_it_arrived(tmp_path: Path) -> None:
+    """The journal keeps the raw payload and the receive time: replay decodes each message to
+    what the stage applied — a ``state`` stamped with its receive time, extra fields kept,
+    a payload over today's default size limit (the service may allow more), any age."""
+    received = datetime(2026, 5, 28, 20, 26, 40, 123456, tzinfo=UTC)
+    big = '"note": "' + "x" * 5000 + '", '
+    raw = [
+        ("taza/v1/almaty/ecobox/eb-1/fill", f'{{"ts": {T0}, "seq": 1, "fill_pct": 42.5}}'),
+        ("taza/v1/almaty/ecobox/eb-1/state", "offline"),
+        ("taza/v1/almaty/ecobox/eb-2/fill", f'{{{big}"ts": {T0}, "seq": 7, "fill_pct": 3}}'),
+    ]
+    limits = Limits(max_payload_bytes=8192, max_age=timedelta(days=30))
+    sent = []
+    for topic, text in raw:
+        payload = text.encode()
+        sent.append(
+            Accepted(
+                decode(topic, payload, received, limits), None, Source(topic, payload, received)
+            )
+        )
+    assert sent[1].message.ts_ms == T0 + 123, "the state message is stamped with its arrival"
+    assert sent[2].message.extra_fields == ("note",)
+    journal = Journal(tmp_path / JOURNAL)
+    journal.append(T0 + 5, sent)
+    journal.close()
+    [(now_ms, items)] = list(read_journal(tmp_path / JOURNAL))
+    assert now_ms == T0 + 5
+    assert items == [(a.message.topic.device_id, a.message) for a in sent]
+
+
+def test_a_journal_written_by_the_previous_taza_still_replays(tmp_path: Path) -> None:
+    """Before the raw journal, records held re-encoded payloads with their own ``ts``."""
+    [a] = fills([55.0])
+    old = {"n": 9, "m": [[a.source.topic, to_payload(a.message).decode(), a.message.ts_ms]]}
+    (tmp_path / JOURNAL).write_bytes(orjson.dumps(old) + b"\n")
+    assert list(read_journal(tmp_path / JOURNAL)) == [(9, [("eb-1", a.message)])]
 
 
 def test_history_waits_in_the_fleet_spool_while_the_database_is_down(
@@ -244,7 +284,11 @@ def test_the_retained_sync_clears_stale_topics_and_republishes_only_what_differs
 
     def sync(retained: dict[str, bytes]) -> list[tuple[str, bytes, int, bool]]:
         published.clear()
-        stage.read_retained = lambda: retained
+
+        async def read() -> dict[str, bytes]:
+            return retained
+
+        stage.read_retained = read
         loop.run_until_complete(stage.sync_retained())
         return list(published)
 

@@ -174,9 +174,9 @@ def test_bytes_per_device_in_memory_and_in_the_snapshot() -> None:
     for m in simulated(template, days=2):
         g.apply(m, device)
     st = g.devices[template.device_id]
-    while len(st.hist) < 2 * forecast.WINDOW:  # the worst case: a full history buffer
-        st._history_add(st.level_ts_ms + len(st.hist), 50.0)
-    assert len(st.hist) == 2 * forecast.WINDOW
+    while len(st.hist_t) < forecast.WINDOW:  # the worst case: a full history buffer
+        st._history_add(st.level_ts_ms + 2 * len(st.hist_t), 50.0)
+    assert len(st.hist_t) == len(st.hist_y) == forecast.WINDOW
     one = st.snapshot()
     n = 5000
     tracemalloc.start()

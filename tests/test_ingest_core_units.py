@@ -99,8 +99,10 @@ async def test_sink_sees_every_stored_message_once_in_order_after_it_is_durable_
 async def test_the_batch_carries_each_accepted_message_decoded_with_its_source() -> None:
     pipeline = Pipeline(Metrics(), limits=limits_from(4096, 86400, False))
     batch = _batch(pipeline, 1, [1, 2], bad=1)
-    assert len(batch.accepted) == len(batch.sources) == 2
-    for accepted, source in zip(batch.accepted, batch.sources, strict=True):
+    delivered = batch.delivered()
+    assert len(delivered) == len(batch.sources) == 2
+    for accepted, source in zip(delivered, batch.sources, strict=True):
+        assert accepted.source is source
         assert source.topic.endswith(f"/{accepted.message.topic.device_id}/fill")
         assert accepted.device is None  # no registry
 
@@ -241,4 +243,4 @@ def test_a_message_that_trips_a_bug_is_dead_lettered_not_fatal(
     assert len(batch.acks) == 3, "acknowledged like any other message once stored"
     assert [d.reason.value for d in batch.rejects] == ["internal_error"]
     assert "KeyError" in batch.rejects[0].detail
-    assert len(batch.accepted) == 2
+    assert len(batch.messages) == 2

@@ -295,6 +295,25 @@ def test_pipeline_every_message_acked_once_in_order() -> None:
     assert metrics.registry.get_sample_value("taza_messages_ignored_total") == 2
 
 
+def test_pipeline_keeps_each_state_change_of_one_receive_buffer() -> None:
+    """offline → online → offline of one device read in one buffer share a receive time; each
+    is a point of its own (1 ms apart, in order), another device's state is left as it is."""
+    p = Pipeline(Metrics(), limits=limits_from(4096, 86400, False))
+    b = Batch()
+    for mid, (device, state) in enumerate(
+        [("d1", "offline"), ("d1", "online"), ("d2", "online"), ("d1", "offline")], 1
+    ):
+        p.process(_incoming(mid, f"taza/v1/a/ecobox/{device}/state", state.encode()), b)
+    ms = int(NOW.timestamp() * 1000)
+    points = [line.rsplit(" ", 1) for line in b.lines]
+    assert [(head.split(",")[1], body_ts) for head, body_ts in points] == [
+        ("device_id=d1", str((ms + 0) * 1_000_000)),
+        ("device_id=d1", str((ms + 1) * 1_000_000)),
+        ("device_id=d2", str(ms * 1_000_000)),
+        ("device_id=d1", str((ms + 2) * 1_000_000)),
+    ]
+
+
 def test_config_command_hides_every_secret(tmp_path: Path) -> None:
     import subprocess
     import sys

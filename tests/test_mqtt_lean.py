@@ -194,9 +194,11 @@ def _cert(tmp: Path) -> tuple[Path, Path]:
     return key, cert
 
 
-async def test_tls_with_credentials_and_a_wrong_password_is_fatal(
+async def tls_broker(
     tmp_path: Path, make_mosquitto: Callable[..., Mosquitto]
-) -> None:
+) -> tuple[Mosquitto, Path]:
+    """A broker of the test's own on TLS (a self-signed certificate, returned as the CA),
+    anonymous refused, user ``taza`` with password ``right``."""
     key, cert = _cert(tmp_path)
     pwfile = tmp_path / "passwd"
     await asyncio.to_thread(
@@ -209,6 +211,13 @@ async def test_tls_with_credentials_and_a_wrong_password_is_fatal(
         extra_conf=f"certfile {cert}\nkeyfile {key}\n"
         f"allow_anonymous false\npassword_file {pwfile}\n"
     )
+    return broker, cert
+
+
+async def test_tls_with_credentials_and_a_wrong_password_is_fatal(
+    tmp_path: Path, make_mosquitto: Callable[..., Mosquitto]
+) -> None:
+    broker, cert = await tls_broker(tmp_path, make_mosquitto)
     cid = f"lean-tls-{next(_ids)}"
     tls = {"tls": True, "ca_file": cert, "username": "taza"}
     lean, queue = intake(options(broker, cid, password="right", **tls))

@@ -98,7 +98,7 @@ def test_pipeline_rejects_the_excess_before_decoding_and_counts_it_per_kind() ->
     assert [r.reason for r in batch.rejects] == [Reason.NOT_UTF8] * 3 + [Reason.RATE_LIMITED] * 7
     assert batch.rejects[-1].payload == b"\xff junk", "kept whole: replayable"
     assert "rate limit" in batch.rejects[-1].detail
-    assert len(batch.accepted) == 1
+    assert len(batch.messages) == 1
     assert len(batch.acks) == 11, "every message is acknowledged once stored"
     pipeline._count(batch)
     sample = metrics.registry.get_sample_value

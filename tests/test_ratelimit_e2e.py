@@ -26,8 +26,9 @@ FLOOD = 3000
 
 
 def test_a_flooding_device_is_throttled_while_the_others_keep_their_throughput(
-    mosquitto: Any, influxd: Any, influx_db: str, make_ingest: MakeIngest
+    make_mosquitto: Any, influxd: Any, influx_db: str, make_ingest: MakeIngest
 ) -> None:
+    mosquitto = make_mosquitto()  # its own: the counts below are exact, no other test's retained
     ingest = make_ingest(
         mosquitto.url,
         influxd.url,

@@ -7,15 +7,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
+from prometheus_client import CollectorRegistry
 
 from devices.registry import DeviceInfo
+from ingest.api.auth import Authenticator
 from ingest.api.errors import HistoryUnsupported, Unavailable
 from ingest.api.influx import InfluxReader
 from ingest.api.view import FleetView
 from ingest.config import Settings
+from ingest.errors import ConfigError
 from ingest.fleet import Forecast
 from ingest.metrics import Metrics
 from ingest.plan import PlanPool, PlanSettings
+from ingest.tokens import TokenFileError
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, object]]]
 HealthCheck = Callable[[], tuple[bool, dict[str, dict[str, object]]]]
@@ -40,6 +44,11 @@ class ApiContext:
     web_dir: Path = WEB_DIR
     tile_url: str | None = None
     """The page's base-map tiles (``TAZA_PAGE_TILE_URL``); None: no base map (offline)."""
+    auth: Authenticator | None = None
+    """Bearer tokens (``TAZA_API_TOKENS_FILE``); None: the API is open (development)."""
+    metrics_public: bool = True
+    health_public: bool = True
+    """With tokens: whether ``/metrics``, ``/healthz`` + ``/readyz`` answer without one."""
     forecasts: dict[str, tuple[int, Forecast | None]] = field(default_factory=dict)
     """device → (level time, forecast): a forecast is computed once per new reading."""
 
@@ -74,5 +83,18 @@ def influx_for(settings: Settings) -> tuple[InfluxReader | None, str | None]:
         user=settings.influx_user,
         password=password,
         timeout_s=settings.influx_timeout_s,
+        ca_file=settings.influx_ca_file,
     )
     return reader, None
+
+
+def auth_for(settings: Settings, registry: CollectorRegistry) -> Authenticator | None:
+    """The token check for these settings (ConfigError if the tokens file cannot be read)."""
+    if settings.api_tokens_file is None:
+        return None
+    try:
+        return Authenticator(settings.api_tokens_file, registry)
+    except (OSError, TokenFileError) as exc:
+        raise ConfigError(
+            f"TAZA_API_TOKENS_FILE: {exc} (create it with `taza tokens add`)"
+        ) from None

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +28,7 @@ class ErrorOut(BaseModel):
 class ApiError(Exception):
     status = 500
     reason = "internal_error"
+    headers: ClassVar[Mapping[str, str] | None] = None
 
     def __init__(self, detail: str, *, param: str | None = None, reason: str | None = None):
         super().__init__(detail)
@@ -74,6 +75,23 @@ class HistoryUnsupported(ApiError):
     reason = "history_unsupported"
 
 
+class Unauthorized(ApiError):
+    """No bearer token (``token_missing``), or one the tokens file does not hold
+    (``token_invalid``: unknown, revoked or malformed). RFC 6750's challenge goes with it."""
+
+    status = 401
+    reason = "token_missing"
+    headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": 'Bearer realm="taza"'}
+
+
+class Forbidden(ApiError):
+    """A valid token whose role may not see this (``role_forbidden``) or this region
+    (``region_forbidden``)."""
+
+    status = 403
+    reason = "role_forbidden"
+
+
 class Unavailable(ApiError):
     """A part of the service the endpoint needs is not running (fleet state, planner)."""
 
@@ -89,6 +107,10 @@ HISTORY_RESPONSES: dict[int | str, dict[str, Any]] = {
     501: {"model": ErrorOut, "description": "history needs InfluxDB 1.x (TAZA_INFLUX_API=v1)"},
     502: {"model": ErrorOut, "description": "the database refused the query"},
     503: {"model": ErrorOut, "description": "the database is unavailable"},
+}
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no bearer token, or not a valid one"},
+    403: {"model": ErrorOut, "description": "the token's role or region may not see this"},
 }
 STATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
@@ -112,7 +134,7 @@ def install(app: FastAPI) -> None:
 
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return _answer(exc.status, exc.reason, exc.detail, exc.param)
+        return _answer(exc.status, exc.reason, exc.detail, exc.param, exc.headers)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

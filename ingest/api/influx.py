@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
 from ingest.api.errors import DatabaseUnavailable, QueryFailed
+from ingest.tls import client_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +61,27 @@ class InfluxReader:
         user: str | None = None,
         password: str | None = None,
         timeout_s: float = 10.0,
+        ca_file: Path | None = None,
     ) -> None:
         self.url = url.rstrip("/") + "/query"
+        self._https = url.startswith("https:")
+        self._ca_file = ca_file
         self.params = {"db": db, "epoch": "ms"}
         if rp:
             self.params["rp"] = rp
-        if user:
-            self.params["u"] = user
-            self.params["p"] = password or ""
+        # Basic auth, not u=/p= in the query string: a URL ends up in proxies' and InfluxDB's
+        # own request logs, and in exception texts.
+        self._auth = aiohttp.BasicAuth(user, password or "") if user else None
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=self.timeout)
+        connector = (
+            aiohttp.TCPConnector(ssl=client_context(self._ca_file)) if self._https else None
+        )  # https: the server's certificate is verified (TAZA_INFLUX_CA_FILE or the system's)
+        self._session = aiohttp.ClientSession(
+            timeout=self.timeout, connector=connector, auth=self._auth
+        )
 
     async def close(self) -> None:
         if self._session is not None:

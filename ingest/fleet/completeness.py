@@ -78,6 +78,10 @@ class Completeness:
             missing = 0
         self.missing += missing
         days = self.days  # flat: day, received, missing, day, ... (oldest first)
+        if days and days[-3] == day:  # the common case: today's entry, the last one
+            days[-2] += received
+            days[-1] = max(0, days[-1] + missing)
+            return
         for i in range(len(days) - 3, -1, -3):
             if days[i] == day:
                 days[i + 1] += received

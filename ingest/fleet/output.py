@@ -144,6 +144,9 @@ def plan_mqtt(events: Sequence[Event], now_ms: int, max_age_s: float) -> list[Mq
     transitions = [e for e in events if type(e) is AlertTransition]
     resolved_in_batch = {t.episode for t in transitions if t.state is AlertState.RESOLVED}
     fired_in_batch = {t.episode for t in transitions if t.state is AlertState.FIRING}
+    fired_young = {
+        t.episode for t in transitions if t.state is AlertState.FIRING and t.ts_ms >= oldest
+    }
     out: list[MqttMessage] = []
     for t in transitions:
         young = t.ts_ms >= oldest
@@ -153,17 +156,10 @@ def plan_mqtt(events: Sequence[Event], now_ms: int, max_age_s: float) -> list[Mq
                 continue
             out.append(MqttMessage(topic, alert_payload(t), True, young))
         else:
-            fired_old = t.episode in fired_in_batch and not _fired_young(transitions, t, oldest)
+            fired_old = t.episode in fired_in_batch and t.episode not in fired_young
             if fired_old and not young:
                 continue
             if young:
                 out.append(MqttMessage(topic, alert_payload(t), False, True))
             out.append(MqttMessage(topic, b"", True, False))
     return out
-
-
-def _fired_young(transitions: Sequence[AlertTransition], t: AlertTransition, oldest: int) -> bool:
-    return any(
-        x.episode == t.episode and x.state is AlertState.FIRING and x.ts_ms >= oldest
-        for x in transitions
-    )

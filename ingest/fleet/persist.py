@@ -2,7 +2,7 @@
 
 A snapshot of 10k devices takes ~0.3 s to write, so it cannot follow every batch (five a
 second). Instead every delivered batch is appended to ``journal`` (one JSON line, fdatasync)
-right after its PUBACK, and the snapshot is written every few seconds — tmp, fsync, rename,
+before its PUBACK, and the snapshot is written every few seconds — tmp, fsync, rename,
 directory fsync — after which the journal is truncated. At start: restore the snapshot,
 re-apply the journal. A message applied twice changes nothing (same ``seq``/``ts``), so a
 crash between the rename and the truncation is harmless. A torn last journal line (a crash
@@ -20,7 +20,8 @@ from pathlib import Path
 import orjson
 import structlog
 
-from devices import Ignored, Limits, Rejected, decode, to_payload
+from devices import Ignored, Limits, Rejected, decode
+from devices.message import Message
 from ingest.batch import Accepted
 
 log = structlog.get_logger("ingest.fleet")
@@ -28,8 +29,18 @@ log = structlog.get_logger("ingest.fleet")
 SNAPSHOT = "snapshot.json"
 JOURNAL = "journal"
 # The journal holds messages that already passed the contract when they arrived; decoding
-# them again must not judge their age against the time of the restart.
-_REPLAY_LIMITS = Limits(max_age=timedelta(days=36500), max_future=timedelta(days=36500))
+# them again must not judge them by the time of the restart, nor by limits changed since (a
+# limit only refuses, never changes what a message decodes to).
+_REPLAY_LIMITS = Limits(
+    max_payload_bytes=1 << 30,
+    max_depth=1 << 20,
+    max_age=timedelta(days=36500),
+    max_future=timedelta(days=36500),
+    strict=False,
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_MS = timedelta(milliseconds=1)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -52,9 +63,10 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 class Journal:
-    """Delivered batches since the last snapshot: ``{"n": now_ms, "m": [[topic, payload,
-    ts_ms], ...]}`` per line. ``ts_ms`` is the message's own (a ``state`` message is stamped
-    with it again on replay)."""
+    """Delivered batches since the last snapshot, one JSON line each: ``{"n": now_ms, "r":
+    [[topic, payload, received_at µs], ...]}`` — each message as it arrived, so replay is
+    the same decode with the same receive time (it anchors ``ts`` and stamps ``state``).
+    Raw, not re-encoded: ``to_payload`` per message was 5.5 % of the service's CPU."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -62,14 +74,16 @@ class Journal:
         self._fh = open(path, "ab")  # noqa: SIM115 - owned for the life of the stage
 
     def append(self, now_ms: int, messages: Sequence[Accepted]) -> None:
-        record = {
-            "n": now_ms,
-            "m": [
-                [str(a.message.topic), to_payload(a.message).decode(), a.message.ts_ms]
-                for a in messages
-            ],
-        }
-        self._fh.write(orjson.dumps(record) + b"\n")
+        rows = []
+        at = None
+        at_us = 0
+        for a in messages:
+            s = a.source
+            if s.received_at is not at:  # one receive time per intake buffer: shared
+                at = s.received_at
+                at_us = (at - _EPOCH) // _US
+            rows.append((s.topic, s.payload.decode(), at_us))
+        self._fh.write(orjson.dumps({"n": now_ms, "r": rows}) + b"\n")
         self._fh.flush()
         os.fdatasync(self._fh.fileno())
         self.entries += 1
@@ -85,9 +99,9 @@ class Journal:
             self._fh.close()
 
 
-def read_journal(path: Path) -> Iterator[tuple[int, list[tuple[str, Accepted]]]]:
-    """(now_ms, [(device_id, decoded message)]) per record; a torn tail is skipped. The
-    registry entry is left to the caller (``Accepted.device`` is None here)."""
+def read_journal(path: Path) -> Iterator[tuple[int, list[tuple[str, Message]]]]:
+    """(now_ms, [(device_id, decoded message)]) per record; a torn tail is skipped. Reads
+    the records of the taza before this one too (``"m"``: re-encoded payload, its ``ts``)."""
     if not path.exists():
         return
     with open(path, "rb") as fh:
@@ -98,17 +112,16 @@ def read_journal(path: Path) -> Iterator[tuple[int, list[tuple[str, Accepted]]]]
             try:
                 rec = orjson.loads(raw)
                 now_ms = int(rec["n"])
-                items = rec["m"]
+                items, unit = (rec["r"], _US) if "r" in rec else (rec["m"], _MS)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 log.error("fleet_journal_damaged", line=number, error=str(exc), action="skipped")
                 continue
-            out: list[tuple[str, Accepted]] = []
-            for topic, payload, ts_ms in items:
-                at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ts_ms)
+            out: list[tuple[str, Message]] = []
+            for topic, payload, at in items:
                 try:
-                    message = decode(topic, payload.encode(), at, _REPLAY_LIMITS)
+                    message = decode(topic, payload.encode(), _EPOCH + at * unit, _REPLAY_LIMITS)
                 except (Rejected, Ignored) as exc:
                     log.error("fleet_journal_message_refused", topic=topic, error=str(exc))
                     continue
-                out.append((message.topic.device_id, Accepted(message, None)))
+                out.append((message.topic.device_id, message))
             yield now_ms, out

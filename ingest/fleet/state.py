@@ -125,8 +125,9 @@ class DeviceState:
         "forecast",
         "full_run",
         "held",
-        "hist",
+        "hist_t",
         "hist_t0_ms",
+        "hist_y",
         "last_collection_ms",
         "last_heard_ms",
         "last_seen_ms",
@@ -156,7 +157,10 @@ class DeviceState:
         self.full_run = 0
         self.stuck_value: float | None = None
         self.stuck_count = 0
-        self.hist = array("f")
+        # Readings since the last collection (float32, as the fit reads them): seconds
+        # after hist_t0_ms, and the levels.
+        self.hist_t = array("f")
+        self.hist_y = array("f")
         self.hist_t0_ms = 0
         self.profile = array("f", bytes(4 * 24))  # fill rate %/h per UTC hour, learnt
         self.last_collection_ms: int | None = None
@@ -373,37 +377,39 @@ class DeviceState:
     # ----- forecast -----------------------------------------------------------------------
 
     def _reset_history(self) -> None:
-        del self.hist[:]
+        del self.hist_t[:]
+        del self.hist_y[:]
 
     def _history_add(self, ts: int, r: float) -> None:
-        hist = self.hist
-        if not hist:
+        """Per plausible reading: plain ``array`` appends and a pure-Python profile update
+        (numpy per reading was ≈ 3 µs of ``apply``'s 7); numpy only for the fit."""
+        ht = self.hist_t
+        if not ht:
             self.hist_t0_ms = ts
         else:
-            prev_ms = self.hist_t0_ms + int(hist[-2] * 1000)
+            prev_ms = self.hist_t0_ms + int(ht[-1] * 1000)
             hours = (ts - prev_ms) / 3_600_000
             if 0 < hours <= 2:
-                fc.learn(self._profile(), prev_ms, (r - hist[-1]) / hours)
-            if len(hist) >= 2 * fc.WINDOW:
+                fc.learn(self.profile, prev_ms, (r - self.hist_y[-1]) / hours)
+            if len(ht) >= fc.WINDOW:
                 # Full: keep every other reading, so the fit still spans the whole time since
                 # the emptying in bounded memory; recent ones stay dense.
-                kept = [v for k in range(0, len(hist), 4) for v in hist[k : k + 2]]
-                hist = self.hist = array("f", kept)
-        hist.append((ts - self.hist_t0_ms) / 1000)
-        hist.append(r)
+                ht = self.hist_t = ht[::2]
+                self.hist_y = self.hist_y[::2]
+        ht.append((ts - self.hist_t0_ms) / 1000)
+        self.hist_y.append(r)
 
     def _profile(self) -> NDArray[np.float32]:
         return np.frombuffer(self.profile, dtype=np.float32)
 
     def _forecast(self, now_ms: int) -> Forecast | None:
         th = self.th
-        n = len(self.hist) // 2
-        if n < th.forecast_min_points:
-            return None
-        xy = np.frombuffer(self.hist, dtype=np.float32).astype(np.float64)
-        t, y = xy[0::2], xy[1::2]
-        if t[-1] - t[0] < th.forecast_min_span_s:
-            return None
+        ht = self.hist_t
+        n = len(ht)
+        if n < th.forecast_min_points or ht[-1] - ht[0] < th.forecast_min_span_s:
+            return None  # checked before numpy: the same doubles, without two arrays built
+        t = np.frombuffer(ht, dtype=np.float32).astype(np.float64)
+        y = np.frombuffer(self.hist_y, dtype=np.float32).astype(np.float64)
         rate, at = fc.crossing_ms(
             t, y, self.hist_t0_ms, now_ms, th.full_threshold_pct, self._profile()
         )
@@ -603,7 +609,7 @@ class DeviceState:
             "sv": self.stuck_value,
             "sc": self.stuck_count,
             "ht": self.hist_t0_ms,
-            "hi": base64.b64encode(self.hist.tobytes()).decode("ascii"),
+            "hi": base64.b64encode(_interleave(self.hist_t, self.hist_y)).decode("ascii"),
             "c": self.last_collection_ms,
             "p": base64.b64encode(self.profile.tobytes()).decode("ascii"),
             "b": [self.battery_pct, self.battery_v, self.temperature_c, self.tilt_deg],
@@ -635,7 +641,10 @@ class DeviceState:
             st.stuck_value = _opt_float(d["sv"])
             st.stuck_count = int(d["sc"])
             st.hist_t0_ms = int(d["ht"])
-            st.hist = array("f", base64.b64decode(d["hi"], validate=True))
+            hist = array("f", base64.b64decode(d["hi"], validate=True))
+            if len(hist) % 2:
+                raise ValueError("the history holds (time, level) pairs")
+            st.hist_t, st.hist_y = hist[0::2], hist[1::2]
             st.last_collection_ms = None if d["c"] is None else int(d["c"])
             st.profile = array("f", base64.b64decode(d["p"], validate=True))
             if len(st.profile) != 24:
@@ -656,6 +665,14 @@ class DeviceState:
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
             raise SnapshotError(f"device {device_id}: not a fleet-state snapshot ({exc})") from None
         return st
+
+
+def _interleave(t: array[float], y: array[float]) -> bytes:
+    """The snapshot's history form: float32 time, level, time, level, ..."""
+    xy = np.empty((len(t), 2), dtype=np.float32)
+    xy[:, 0] = np.frombuffer(t, dtype=np.float32)
+    xy[:, 1] = np.frombuffer(y, dtype=np.float32)
+    return xy.tobytes()
 
 
 def _opt_float(x: Any) -> float | None:

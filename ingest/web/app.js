@@ -21,6 +21,7 @@
     selected: null,
     fitted: false,
     errors: new Set(),
+    me: null, // GET /api/v1/whoami: {name, role, region}
   };
 
   // ---- helpers -----------------------------------------------------------------------------
@@ -36,15 +37,39 @@
     return [];
   }
 
+  // ---- the API token (when the service has a tokens file) -----------------------------------
+
+  const TOKEN_KEY = "taza.token";
+  const storedToken = () => sessionStorage.getItem(TOKEN_KEY);
+
+  /** A 401 asks for a token (the message says whether one was missing or refused). */
+  function askToken(reason) {
+    const form = $("auth");
+    $("auth-message").textContent = reason === "token_invalid"
+      ? "The API refused this token (unknown or revoked). Enter a valid one."
+      : "This service needs an API token. Ask an operator for one (taza tokens add).";
+    form.dataset.reason = reason;
+    if (form.hidden) {
+      form.hidden = false;
+      $("auth-token").focus();
+    }
+  }
+
   async function getJSON(path) {
-    const resp = await fetch(path, { headers: { Accept: "application/json" } });
+    const headers = { Accept: "application/json" };
+    const token = storedToken();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const resp = await fetch(path, { headers });
     if (!resp.ok) {
       let reason = resp.statusText;
       try {
         const err = await resp.json();
         reason = err.reason || err.detail || reason;
       } catch (_) { /* not JSON */ }
-      throw new Error(`${path}: HTTP ${resp.status} ${typeof reason === "string" ? reason : ""}`);
+      if (typeof reason !== "string") reason = "";
+      if (resp.status === 401) askToken(reason);
+      if (resp.status === 403) reason = `${reason}: this token may not see it`;
+      throw new Error(`${path}: HTTP ${resp.status} ${reason}`);
     }
     return resp.json();
   }
@@ -173,7 +198,8 @@
   function fitTo(region) {
     const inside = [...markers.values()].filter((m) => m.device.region === region);
     if (!inside.length) return false;
-    map.fitBounds(L.latLngBounds(inside.map((m) => m.getLatLng())).pad(0.08));
+    // maxZoom: bins at one site share coordinates; a zero-size box would ask for zoom ∞ (NaN)
+    map.fitBounds(L.latLngBounds(inside.map((m) => m.getLatLng())).pad(0.08), { maxZoom: 17 });
     return true;
   }
 
@@ -402,10 +428,18 @@
     }
   }
 
+  /** A crew token may not list devices: its map is its region's bins from /fill-levels. */
+  const crewRegion = () => (state.me && state.me.role === "crew" ? state.me.region : null);
+  function crewDevices(region) {
+    return [...state.fill.values()].map((f) => ({ ...f, kind: "ecobox", region }));
+  }
+
   async function pollFast() {
+    if (!state.me) await guarded("token", async () => { state.me = await getJSON(`${API}/whoami`); });
+    const crew = crewRegion();
     await Promise.all([
       guarded("devices", async () => {
-        state.devices = items(await getJSON(`${API}/devices`));
+        state.devices = crew ? [] : items(await getJSON(`${API}/devices`));
       }),
       guarded("fill-levels", async () => {
         state.fill = new Map(items(await getJSON(`${API}/fill-levels`)).map((f) => [f.device_id, f]));
@@ -414,6 +448,7 @@
         state.alerts = items(await getJSON(`${API}/alerts`));
       }),
     ]);
+    if (crew) state.devices = crewDevices(crew);
     fillRegionSelect();
     drawDevices();
     drawRegions();
@@ -427,6 +462,7 @@
     midnight.setHours(0, 0, 0, 0);
     await Promise.all([
       guarded("collections", async () => {
+        if (crewRegion()) return; // an operator endpoint; the panel stays empty for a crew
         state.collections = items(await getJSON(`${API}/collections${query({ from: midnight.toISOString() })}`));
       }),
       guarded("plan", async () => {
@@ -470,6 +506,23 @@
     drawCollections();
     slow();
   });
+
+  $("auth").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const value = $("auth-token").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    $("auth-token").value = "";
+    $("auth").hidden = true;
+    $("signout").hidden = false;
+    state.me = null; // ask again who this token is
+    fast().then(slow);
+  });
+  $("signout").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  });
+  $("signout").hidden = !storedToken();
 
   fast().then(slow);
 })();

@@ -6,6 +6,7 @@ import aiohttp
 import structlog
 
 from ingest.config import Settings
+from ingest.tls import client_context
 from ingest.writers.base import classify_exception, classify_status, show_body
 
 log = structlog.get_logger("ingest.writer")
@@ -28,13 +29,20 @@ class V1Writer:
         )
         self._timeout = aiohttp.ClientTimeout(total=settings.influx_timeout_s)
         self._create = settings.influx_create_db
+        self._https = settings.influx_url.startswith("https:")
+        self._ca_file = settings.influx_ca_file
         self._session: aiohttp.ClientSession | None = None
         self.description = f"InfluxDB v1 {self._url} db={self._db}"
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
+            connector = (
+                aiohttp.TCPConnector(ssl=client_context(self._ca_file)) if self._https else None
+            )  # https: the certificate is verified; a failure is "unavailable" (base.py)
+            self._session = aiohttp.ClientSession(
+                auth=self._auth, timeout=self._timeout, connector=connector
+            )
         return self._session
 
     async def start(self) -> None:
@@ -78,7 +86,8 @@ class V1Writer:
                 f"{self._url}/ping", timeout=aiohttp.ClientTimeout(total=2)
             ) as resp:
                 return resp.status in (200, 204)
-        except Exception:  # a yes/no question; cancellation still propagates
+        except Exception as exc:  # a yes/no question; cancellation still propagates
+            log.warning("database_ping_failed", error=classify_exception(exc).message)  # e.g. TLS
             return False
 
     async def close(self) -> None:

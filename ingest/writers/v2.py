@@ -7,11 +7,14 @@ batch once its retries run out, so batching, retries and the spool stay ours.
 
 from __future__ import annotations
 
+import structlog
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.rest import ApiException
 
 from ingest.config import Settings
 from ingest.writers.base import classify_exception, classify_status
+
+log = structlog.get_logger("ingest.writer")
 
 
 class V2Writer:
@@ -21,6 +24,7 @@ class V2Writer:
         self._bucket = settings.influx_bucket
         self._token = settings.influx_token.get_secret_value() if settings.influx_token else ""
         self._timeout_ms = int(settings.influx_timeout_s * 1000)
+        self._ca_file = str(settings.influx_ca_file) if settings.influx_ca_file else None
         self._client: InfluxDBClientAsync | None = None
         self.description = f"InfluxDB v2 API {self._url} org={self._org} bucket={self._bucket}"
 
@@ -28,7 +32,12 @@ class V2Writer:
     def client(self) -> InfluxDBClientAsync:
         if self._client is None:
             self._client = InfluxDBClientAsync(
-                url=self._url, token=self._token, org=self._org, timeout=self._timeout_ms
+                url=self._url,
+                token=self._token,
+                org=self._org,
+                timeout=self._timeout_ms,
+                verify_ssl=True,
+                ssl_ca_cert=self._ca_file,  # None: the system's trust store
             )
         return self._client
 
@@ -50,7 +59,8 @@ class V2Writer:
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
-        except Exception:  # ping must answer yes/no whatever the client raises
+        except Exception as exc:  # ping must answer yes/no whatever the client raises
+            log.warning("database_ping_failed", error=classify_exception(exc).message)  # e.g. TLS
             return False
 
     async def close(self) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
+from ingest.api.auth import scoped
 from ingest.api.context import ApiContext, context
 from ingest.api.errors import HISTORY_RESPONSES, STATE_RESPONSES
 from ingest.api.influx import where
@@ -59,12 +60,14 @@ def alert_out(t: AlertTransition) -> AlertOut:
 
 @router.get("/alerts", response_model=Alerts, responses=STATE_RESPONSES)
 async def current_alerts(
+    request: Request,
     region: RegionQ = None,
     alert: AlertQ = None,
     state: Annotated[StateQ | None, Query(description="current alerts are all `firing`")] = None,
     ctx: ApiContext = Depends(context),
 ) -> Alerts:
     """The alerts firing now, oldest first."""
+    region = scoped(request, region)
     fleet = ctx.need_fleet()
     if state is StateQ.resolved:
         return Alerts(items=[])
@@ -84,6 +87,7 @@ def _opt(row: dict[str, Any], key: str) -> Any:
 
 @router.get("/alerts/history", response_model=AlertHistory, responses=HISTORY_RESPONSES)
 async def alert_history(
+    request: Request,
     from_: FromQ = None,
     to: ToQ = None,
     region: RegionQ = None,
@@ -93,6 +97,7 @@ async def alert_history(
     ctx: ApiContext = Depends(context),
 ) -> AlertHistory:
     """Alert transitions (firing, resolved) in `[from, to)`, newest first."""
+    region = scoped(request, region)
     r = span(from_, to)
     influx = ctx.need_influx()
     extra = [] if state is None else [f"\"state\" = '{state.value}'"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
+from ingest.api.auth import scoped
 from ingest.api.context import ApiContext, context
 from ingest.api.errors import STATE_RESPONSES
 from ingest.api.models import FillLevel, FillLevels
@@ -29,6 +30,7 @@ def forecast_of(ctx: ApiContext, st: DeviceState) -> Forecast | None:
 
 @router.get("/fill-levels", response_model=FillLevels, responses=STATE_RESPONSES)
 async def fill_levels(
+    request: Request,
     region: RegionQ = None,
     min_pct: Annotated[
         float | None, Query(ge=0, le=100, description="only bins at or above this level, %")
@@ -38,6 +40,7 @@ async def fill_levels(
 ) -> FillLevels:
     """One item per eco-box that has a level; `forecast_full_at` is when it reaches its
     full threshold at the fitted rate (null if not rising or too few readings)."""
+    region = scoped(request, region)
     fleet = ctx.need_fleet()
     items: list[FillLevel] = []
     want = None if fraction is None else str(fraction.value)

@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
+from ingest.api.auth import scoped
 from ingest.api.context import ApiContext, context
 from ingest.api.errors import ERROR_RESPONSES, ErrorOut, NotFound, Unavailable
 from ingest.api.params import DURATION_PATTERN, REGION_PATTERN, duration_s
@@ -75,6 +76,7 @@ def readings(ctx: ApiContext, region: str) -> list[Reading]:
     },
 )
 async def collection_plan(
+    request: Request,
     region: Annotated[str, Query(pattern=REGION_PATTERN, description="the region to plan")],
     horizon: Annotated[
         str | None,
@@ -93,6 +95,7 @@ async def collection_plan(
     """Bins at or above the threshold now, or by forecast before the horizon, as routes from
     the region's depot with stops, ETAs, distance and load; bins that do not fit are listed as
     unassigned with the reason. The solver's gain over the fallback is `improvement_ratio`."""
+    region = scoped(request, region) or region
     levels = readings(ctx, region)
     settings, pool = ctx.plan_settings, ctx.plan_pool
     if settings is None or pool is None:
