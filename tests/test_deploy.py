@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devices import Reason
 from devstack.ingest_process import http_get, wait_until
+from devstack.metrics import series
 from devstack.servers import free_port
 from ingest.config import load_settings
 from ingest.metrics import taza_version
 from ingest.service import CANCEL_GRACE_S, HARD_STOP_MARGIN_S
+from ingest.tokens import Role, TokenFile
 from operators.provision import profile, store
 from tests.conftest import REPO, MakeIngest
 
@@ -280,6 +283,24 @@ def test_metric_names_are_read_from_promql() -> None:
     assert promql_metric_names(expr) == {"taza_a_total", "taza_b", "up", "process_c"}
 
 
+def operator_token(tmp_path: Path) -> tuple[Path, str]:
+    """A tokens file holding one operator token (what `taza tokens add` writes), and it."""
+    path = tmp_path / "api-tokens.json"
+    store = TokenFile.load_or_empty(path)
+    _, secret = store.add("prometheus", Role.operator, None)
+    store.save(path)
+    return path, secret
+
+
+def scrape(url: str, token: str) -> str:
+    """GET with the bearer token, as Prometheus' ``authorization`` block sends it."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with opener.open(request, timeout=5) as response:
+        body: str = response.read().decode()
+        return body
+
+
 SCRAPE_SERIES = {"up"}  # made by Prometheus for each target, not by the service
 # Declared in ingest/fleet/stage.py (owned by the fleet stage's engineer) without their label
 # values initialised: absent until the first alert or event. No rule uses them.
@@ -288,11 +309,14 @@ FLEET_LATE = {"taza_fleet_events_total", "taza_alert_messages_published_total"}
 
 @pytest.mark.integration
 def test_every_metric_the_rules_use_is_exposed_by_the_real_service_from_start(
-    mosquitto: Any, influxd: Any, influx_db: str, make_ingest: MakeIngest
+    tmp_path: Path, mosquitto: Any, influxd: Any, influx_db: str, make_ingest: MakeIngest
 ) -> None:
-    ingest = make_ingest(mosquitto.url, influxd.url, TAZA_INFLUX_DB=influx_db).start()
-    status, page = http_get(ingest.url + "/metrics")
-    assert status == 200
+    """Configured as in production (API tokens: the rules watch them too), scraped at once."""
+    tokens, secret = operator_token(tmp_path)
+    ingest = make_ingest(
+        mosquitto.url, influxd.url, TAZA_INFLUX_DB=influx_db, TAZA_API_TOKENS_FILE=str(tokens)
+    ).start()
+    page = scrape(ingest.url + "/metrics", secret)
     families = list(text_string_to_metric_families(page))
     exposed = {s.name for f in families for s in f.samples}
 
@@ -313,7 +337,7 @@ def test_every_metric_the_rules_use_is_exposed_by_the_real_service_from_start(
     declared_empty = {f.name for f in families if not f.samples}
     assert declared_empty <= {n.removesuffix("_total") for n in FLEET_LATE}, declared_empty
 
-    m = ingest.metrics()
+    m = series(page)
     assert m["taza_ready"] == 1
     assert m["taza_spool_max_bytes"] == load_settings().spool_max_bytes
     assert m["process_resident_memory_bytes"] > 0
@@ -339,11 +363,16 @@ def test_real_prometheus_scrapes_the_service_with_the_shipped_config_and_rules(
     tmp_path: Path, mosquitto: Any, influxd: Any, influx_db: str, make_ingest: MakeIngest
 ) -> None:
     """Debian's prometheus, on loopback, with deploy/prometheus/ (target, token file and
-    intervals put to the test's): it scrapes the real service, evaluates every rule without
+    intervals put to the test's): it scrapes the real service — which requires an API token,
+    as in production — with an operator token from a tokens file, evaluates every rule without
     error, and a healthy service raises no alert."""
-    ingest = make_ingest(mosquitto.url, influxd.url, TAZA_INFLUX_DB=influx_db).start()
+    tokens, secret = operator_token(tmp_path)
+    ingest = make_ingest(
+        mosquitto.url, influxd.url, TAZA_INFLUX_DB=influx_db, TAZA_API_TOKENS_FILE=str(tokens)
+    ).start()
+    assert http_get(ingest.url + "/metrics")[0] == 401  # the scrape needs the token
     token = tmp_path / "taza-ingest.token"
-    token.write_text("taza_00000000_" + "x" * 43 + "\n")
+    token.write_text(secret + "\n")  # as `taza tokens add ... > FILE` writes it
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config.pop("alerting")
