@@ -27,15 +27,24 @@ help:
 setup: system venv
 
 # apt only when a binary is missing; `apt-get update` always before the first install.
+# A policy-rc.d answering 101 keeps the packages' own services (influxdb, victoria-metrics,
+# prometheus listen on every interface by default) from being started by the install: taza
+# starts its servers itself, on 127.0.0.1.
 system:
 	@missing=""; for b in $(SERVER_BINARIES); do command -v $$b >/dev/null 2>&1 || missing=1; done; \
 	test -f /usr/include/mosquitto_broker.h -a -f /usr/include/mosquitto.h || missing=1; \
+	command -v gcc >/dev/null 2>&1 || missing=1; \
 	if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then missing=1; extra="python3-venv python3-pip"; fi; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing system packages: $(APT_PACKAGES) $$extra"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		norc=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null && \
+			$$SUDO chmod 755 /usr/sbin/policy-rc.d && norc=1; \
+		fi; \
 		$$SUDO apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $(APT_PACKAGES) $$extra; \
+		rc=$$?; [ -z "$$norc" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
 venv: $(STAMP)
