@@ -30,6 +30,8 @@ bounded memory while recent readings stay dense.
 
 from __future__ import annotations
 
+import bisect
+import math
 from array import array
 
 import numpy as np
@@ -89,7 +91,6 @@ PROFILE_FLOOR = 0.02
 WARP = True
 """Fit on time warped by the device's hour-of-day profile (see the module docstring)."""
 _HORIZON_H = 14 * 24
-_HOUR_STEPS = 3600.0 * np.arange(_HORIZON_H, dtype=np.float64)
 
 
 def learn(profile: array[float], t_ms: int, rate_pct_per_h: float) -> None:
@@ -170,14 +171,12 @@ def crossing_ms(
     base = t0_ms / 1000.0
     now_s = now_ms / 1000.0
     n = len(t_s)
-    first = (now_s // 3600.0 + 1) * 3600.0
-    # One pass: the readings, the origin, now, and the next two weeks' hour boundaries.
-    x = np.empty(n + 2 + _HORIZON_H)
+    # One pass: the readings, the origin and now.
+    x = np.empty(n + 2)
     x[:n] = t_s
     x[:n] += base
     x[n] = base
     x[n + 1] = now_s
-    x[n + 2 :] = first + _HOUR_STEPS
     taus = _tau(x, w, c)
     origin = float(taus[n])
     a, b = FIT(taus[:n] - origin, y)
@@ -187,12 +186,41 @@ def crossing_ms(
     tau_now = float(taus[n + 1])
     if tau_now >= target:
         return b, now_ms
-    bounds = x[n + 2 :]
-    taus = taus[n + 2 :]
-    k = int(np.searchsorted(taus, target))
+    wl: list[float] = w.tolist()
+    cl: list[float] = c.tolist()
+    first = (now_s // 3600.0 + 1) * 3600.0
+    k = _hours_below(target, first, cl)
     if k >= _HORIZON_H:
         return b, None
-    x0, t0 = (now_s, tau_now) if k == 0 else (float(bounds[k - 1]), float(taus[k - 1]))
+    if k == 0:
+        x0, t0 = now_s, tau_now
+    else:
+        x0 = first + 3600.0 * (k - 1)
+        t0 = _tau_hour(x0, cl)
     hour = int((x0 % 86400.0) // 3600.0)
-    at_s = x0 + (target - t0) / w[hour] * 3600.0
+    at_s = x0 + (target - t0) / wl[hour] * 3600.0
     return b, max(now_ms, int(at_s * 1000))
+
+
+def _tau_hour(x_s: float, c: list[float]) -> float:
+    """:func:`_tau` at a whole hour ``x_s``, in plain floats: the same operations, the same
+    double (the fraction of the hour is 0)."""
+    day = math.floor(x_s / 86400.0)
+    h = min(int((x_s - day * 86400.0) // 3600.0), 23)
+    return day * c[24] + c[h] + 0.0
+
+
+def _hours_below(target: float, first: float, c: list[float]) -> int:
+    """How many of the hour boundaries ``first``, ``first`` + 1 h, ... (two weeks of them)
+    are warped to before ``target`` — what ``np.searchsorted`` over all of them gives, from
+    the inverse of the warp and a check of its neighbours (a step for a rounding tie)."""
+    if _tau_hour(first, c) >= target:
+        return 0
+    day = math.floor(target / c[24])
+    h = bisect.bisect_left(c, target - day * c[24], 0, 24) - 1
+    i = min(max(round((day * 86400.0 + h * 3600.0 - first) / 3600.0), 0), _HORIZON_H - 1)
+    while i + 1 < _HORIZON_H and _tau_hour(first + 3600.0 * (i + 1), c) < target:
+        i += 1
+    while i > 0 and _tau_hour(first + 3600.0 * i, c) >= target:
+        i -= 1
+    return i + 1
