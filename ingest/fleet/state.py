@@ -418,21 +418,22 @@ class DeviceState:
         return Forecast(round(rate, 3), at, th.full_threshold_pct, n)
 
     def _full_soon(self, r: float, ts: int, ns: int, out: list[Event]) -> None:
-        """Refitted at most once per ``forecast_interval_s`` of device time (the fit is the
-        costliest step of ``apply``); in between, the last fit's crossing is judged against
-        each reading's time, so ``full_soon`` fires or clears at most that much later than
-        with a fit per reading (measured in docs/alerts.md)."""
+        """Judged only when the forecast is refitted, at most once per
+        ``forecast_interval_s`` of device time (the fit is the costliest step of ``apply``):
+        each judgement is one a fit per reading would make too, so ``full_soon`` fires or
+        clears at most that much later (measured in docs/alerts.md)."""
         th = self.th
         ep = self.alerts.get("full_soon")
         if ep is None and r < th.full_threshold_pct - FORECAST_REACH_PCT:
             self.forecast = self.fit_ms = None
             return
         fit_ms = self.fit_ms
-        if fit_ms is None or ts - fit_ms >= th.forecast_interval_s * 1000:
-            f = self.forecast = self._forecast(ts)
-            self.fit_ms = None if f is None else ts  # too few readings: try the next one
-        else:
-            f = self.forecast
+        if fit_ms is not None and ts - fit_ms < th.forecast_interval_s * 1000:
+            if ep is not None:
+                ep.value = r
+            return
+        f = self.forecast = self._forecast(ts)
+        self.fit_ms = None if f is None else ts  # too few readings: try the next one
         horizon_ms = th.full_soon_horizon_s * 1000
         lead = None if f is None or f.full_at_ms is None else f.full_at_ms - ts
         if ep is None:
