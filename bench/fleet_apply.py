@@ -141,7 +141,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", choices=("compare", "15min", "5min", "backlog"), action="append")
     ap.add_argument("--forecast-interval-s", type=float, default=None,
-                    help="device time between refits (0: a fit per reading, as before)")  # fmt: skip
+                    help="device time between refits (0: a fit per reading)")  # fmt: skip
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     th = Thresholds()

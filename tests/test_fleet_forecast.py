@@ -163,6 +163,47 @@ def test_the_profile_update_equals_numpys_float32_bit_for_bit() -> None:
     assert one[0] > 0.0
 
 
+def _weights_numpy(
+    profile: NDArray[np.float32] | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The hour weights as first written, in numpy: the reference for the plain-float form."""
+    w = np.ones(24)
+    if profile is not None:
+        p = profile.astype(np.float64)
+        seen = np.count_nonzero(p)
+        if seen:
+            mean_seen = float(p.sum()) / seen
+            p = np.where(p == 0.0, mean_seen, np.maximum(p, 0.0))
+            mean = float(p.sum()) / 24.0
+            if mean > 1e-9:
+                w = np.maximum(p / mean, forecast.PROFILE_FLOOR)
+                w /= float(w.sum()) / 24.0
+    return w, np.concatenate((np.zeros(1), np.cumsum(w)))
+
+
+def test_the_hour_weights_are_numpys_to_the_last_bit() -> None:
+    """Profiles learnt from random rates (negative, tiny, huge, hours unseen) and edge cases:
+    the plain-float weights and their cumulative sums are exactly numpy's."""
+    rng = np.random.default_rng(5)
+    cases = [np.zeros(24, dtype=np.float32), np.full(24, 1e-12, dtype=np.float32)]
+    for _ in range(3000):
+        p = array("f", bytes(4 * 24))
+        for t_ms, rate in zip(
+            rng.integers(0, 3 * 86_400_000, int(rng.integers(1, 120))).tolist(),
+            (rng.standard_normal(120) * rng.choice([1e-3, 1.0, 30.0, 3e4], 120)).tolist(),
+            strict=False,
+        ):
+            forecast.learn(p, t_ms, rate)
+        cases.append(np.frombuffer(p, dtype=np.float32).copy())
+    for profile in cases:
+        w, c = forecast._weights(profile)
+        ref_w, ref_c = _weights_numpy(profile)
+        assert np.array(w).tobytes() == ref_w.tobytes()
+        assert np.array(c).tobytes() == ref_c.tobytes()
+        assert forecast._weights(array("f", profile.tobytes())) == (w, c)
+    assert forecast._weights(None) == ([1.0] * 24, [float(h) for h in range(25)])
+
+
 def _crossing_ms_scan(
     t_s: NDArray[np.float64],
     y: NDArray[np.float64],
@@ -173,7 +214,7 @@ def _crossing_ms_scan(
 ) -> tuple[float, int | None]:
     """``crossing_ms`` as first written (two weeks of hour boundaries warped in one numpy
     pass, then ``searchsorted``): the reference for the direct inverse of the warp."""
-    w, c = forecast._weights(profile)
+    w, c = _weights_numpy(profile)
     base = t0_ms / 1000.0
     now_s = now_ms / 1000.0
     n = len(t_s)
@@ -232,7 +273,9 @@ def test_the_crossing_is_found_exactly_as_by_scanning_two_weeks_of_hours() -> No
                         checked += 1
                         crossings += got[1] is not None and got[1] > now
                         beyond += got[1] is None and got[0] > 1e-6
-    assert checked > 10_000 and crossings > 2_000 and beyond > 500, (checked, crossings, beyond)
+    assert checked > 10_000, checked
+    assert crossings > 2_000, crossings
+    assert beyond > 500, beyond
 
 
 def test_a_crossing_on_an_hour_boundary_and_at_the_horizon() -> None:

@@ -40,7 +40,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from devices.lineprotocol import timestamp_ns
 from devices.message import Deposit, Fill, Message, Presence, Status
@@ -401,9 +400,6 @@ class DeviceState:
         ht.append((ts - self.hist_t0_ms) / 1000)
         self.hist_y.append(r)
 
-    def _profile(self) -> NDArray[np.float32]:
-        return np.frombuffer(self.profile, dtype=np.float32)
-
     def _forecast(self, now_ms: int) -> Forecast | None:
         th = self.th
         ht = self.hist_t
@@ -413,7 +409,7 @@ class DeviceState:
         t = np.frombuffer(ht, dtype=np.float32).astype(np.float64)
         y = np.frombuffer(self.hist_y, dtype=np.float32).astype(np.float64)
         rate, at = fc.crossing_ms(
-            t, y, self.hist_t0_ms, now_ms, th.full_threshold_pct, self._profile()
+            t, y, self.hist_t0_ms, now_ms, th.full_threshold_pct, self.profile
         )
         return Forecast(round(rate, 3), at, th.full_threshold_pct, n)
 
