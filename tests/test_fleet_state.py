@@ -330,3 +330,37 @@ def test_full_soon_judged_at_refits_only_fires_at_most_one_interval_later() -> N
     assert same > 30
     assert later > 10
     assert missed + joined <= 0.05 * (same + later)
+
+
+def test_the_last_fit_survives_a_restart_and_an_older_snapshot_still_restores() -> None:
+    """The forecast ``full_soon`` is judged on, and when it was fitted, are in the snapshot:
+    a restored fleet refits on the same readings as one that never stopped. A snapshot
+    without them (a taza that fitted per reading) restores with a forecast fitted at once."""
+    s = spec("eb-3")
+    msgs = list(simulated(s, days=6))
+    reg = {s.device_id: s}
+    whole = Fleet()
+    cut = 0
+    while cut < len(msgs):
+        whole.apply(msgs[cut], s)
+        st = whole.get(s.device_id)
+        if st is not None and "full_soon" in st.alerts and st.fit_ms != st.level_ts_ms:
+            break  # firing, on a fit older than the latest reading
+        cut += 1
+    else:
+        pytest.fail("no reading with full_soon firing on an older fit")
+    doc = whole.snapshot()
+    restored = Fleet.restore(doc, registry=reg)
+    a, b = whole.devices[s.device_id], restored.devices[s.device_id]
+    assert b.forecast is not None
+    assert (b.forecast, b.fit_ms) == (a.forecast, a.fit_ms)
+    fresh = a.forecast_now()
+    rest = msgs[cut + 1 :]
+    assert [line(e) for e in run(restored, rest, reg)] == [line(e) for e in run(whole, rest, reg)]
+    older = orjson.loads(doc)
+    del older["d"][s.device_id]["fc"]
+    st = Fleet.restore(orjson.dumps(older), registry=reg).devices[s.device_id]
+    assert st.fit_ms is None
+    assert st.forecast == fresh
+    assert fresh is not None
+    assert fresh != a.forecast  # ... which is not the one judged on: hence "fc"
