@@ -22,7 +22,7 @@ from devices.message import Channel, Fill, Message
 from ingest.fleet import Fleet, forecast
 from simulator.ecobox import EcoBox, EcoboxParams
 from simulator.fleet import device_rng
-from tests.test_fleet_support import T0, registry_entry, spec, topic
+from tests.test_fleet_support import T0, registry_entry, simulated, spec, topic
 
 Fit = Callable[[NDArray[np.float64], NDArray[np.float64]], tuple[float, float]]
 THRESHOLD = 80.0
@@ -161,3 +161,131 @@ def test_the_profile_update_equals_numpys_float32_bit_for_bit() -> None:
     one = array("f", bytes(4 * 24))
     forecast.learn(one, 0, 0.0)  # a step that lands on 0 is kept just off it
     assert one[0] > 0.0
+
+
+def _weights_numpy(
+    profile: NDArray[np.float32] | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The hour weights as first written, in numpy: the reference for the plain-float form."""
+    w = np.ones(24)
+    if profile is not None:
+        p = profile.astype(np.float64)
+        seen = np.count_nonzero(p)
+        if seen:
+            mean_seen = float(p.sum()) / seen
+            p = np.where(p == 0.0, mean_seen, np.maximum(p, 0.0))
+            mean = float(p.sum()) / 24.0
+            if mean > 1e-9:
+                w = np.maximum(p / mean, forecast.PROFILE_FLOOR)
+                w /= float(w.sum()) / 24.0
+    return w, np.concatenate((np.zeros(1), np.cumsum(w)))
+
+
+def test_the_hour_weights_are_numpys_to_the_last_bit() -> None:
+    """Profiles learnt from random rates (negative, tiny, huge, hours unseen) and edge cases:
+    the plain-float weights and their cumulative sums are exactly numpy's."""
+    rng = np.random.default_rng(5)
+    cases = [np.zeros(24, dtype=np.float32), np.full(24, 1e-12, dtype=np.float32)]
+    for _ in range(3000):
+        p = array("f", bytes(4 * 24))
+        for t_ms, rate in zip(
+            rng.integers(0, 3 * 86_400_000, int(rng.integers(1, 120))).tolist(),
+            (rng.standard_normal(120) * rng.choice([1e-3, 1.0, 30.0, 3e4], 120)).tolist(),
+            strict=False,
+        ):
+            forecast.learn(p, t_ms, rate)
+        cases.append(np.frombuffer(p, dtype=np.float32).copy())
+    for profile in cases:
+        w, c = forecast._weights(profile)
+        ref_w, ref_c = _weights_numpy(profile)
+        assert np.array(w).tobytes() == ref_w.tobytes()
+        assert np.array(c).tobytes() == ref_c.tobytes()
+        assert forecast._weights(array("f", profile.tobytes())) == (w, c)
+    assert forecast._weights(None) == ([1.0] * 24, [float(h) for h in range(25)])
+
+
+def _crossing_ms_scan(
+    t_s: NDArray[np.float64],
+    y: NDArray[np.float64],
+    t0_ms: int,
+    now_ms: int,
+    threshold: float,
+    profile: NDArray[np.float32] | None = None,
+) -> tuple[float, int | None]:
+    """``crossing_ms`` as first written (two weeks of hour boundaries warped in one numpy
+    pass, then ``searchsorted``): the reference for the direct inverse of the warp."""
+    w, c = _weights_numpy(profile)
+    base = t0_ms / 1000.0
+    now_s = now_ms / 1000.0
+    n = len(t_s)
+    first = (now_s // 3600.0 + 1) * 3600.0
+    horizon = 14 * 24
+    x = np.empty(n + 2 + horizon)
+    x[:n] = t_s
+    x[:n] += base
+    x[n] = base
+    x[n + 1] = now_s
+    x[n + 2 :] = first + 3600.0 * np.arange(horizon, dtype=np.float64)
+    taus = forecast._tau(x, w, c)
+    origin = float(taus[n])
+    a, b = forecast.FIT(taus[:n] - origin, y)
+    if b <= 1e-6:
+        return b, None
+    target = (threshold - a) / b + origin
+    tau_now = float(taus[n + 1])
+    if tau_now >= target:
+        return b, now_ms
+    bounds = x[n + 2 :]
+    taus = taus[n + 2 :]
+    k = int(np.searchsorted(taus, target))
+    if k >= horizon:
+        return b, None
+    x0, t0 = (now_s, tau_now) if k == 0 else (float(bounds[k - 1]), float(taus[k - 1]))
+    hour = int((x0 % 86400.0) // 3600.0)
+    at_s = x0 + (target - t0) / w[hour] * 3600.0
+    return b, max(now_ms, int(at_s * 1000))
+
+
+def test_the_crossing_is_found_exactly_as_by_scanning_two_weeks_of_hours() -> None:
+    """The crossing comes from the inverse of the warp (a few floats) instead of warping 336
+    hour boundaries per fit; on simulated bins' real histories and profiles, at thresholds
+    near and far (past two weeks: none) and at every hour of the day, every answer is the
+    same to the millisecond."""
+    checked = crossings = beyond = 0
+    for i in range(6):
+        s = spec(f"eb-{i}", site=SITES[i % 4])
+        fleet = Fleet()
+        for j, m in enumerate(simulated(s, days=5, seed=3)):
+            fleet.apply(m, s)
+            st = fleet.get(s.device_id)
+            if st is None or len(st.hist_t) < 4 or j % 3:
+                continue
+            t = np.frombuffer(st.hist_t, dtype=np.float32).astype(np.float64)
+            y = np.frombuffer(st.hist_y, dtype=np.float32).astype(np.float64)
+            profile = np.frombuffer(st.profile, dtype=np.float32)
+            for threshold in (40.0, 80.0, 99.0, 400.0, 5000.0):
+                for later_ms in (0, 1_234_567, 7 * 3_600_000):
+                    now = st.level_ts_ms + later_ms
+                    args = (t, y, st.hist_t0_ms, now, threshold)
+                    for p in (profile, None):
+                        got = forecast.crossing_ms(*args, p)
+                        assert got == _crossing_ms_scan(*args, p), (args, p)
+                        checked += 1
+                        crossings += got[1] is not None and got[1] > now
+                        beyond += got[1] is None and got[0] > 1e-6
+    assert checked > 10_000, checked
+    assert crossings > 2_000, crossings
+    assert beyond > 500, beyond
+
+
+def test_a_crossing_on_an_hour_boundary_and_at_the_horizon() -> None:
+    """A line that reaches the threshold exactly at a warped hour boundary, and one just
+    inside and just past two weeks: the same answers as the scan."""
+    profile = np.array([1.0 + (h % 5) for h in range(24)], dtype=np.float32)
+    t = np.arange(8, dtype=np.float64) * 3600.0
+    for slope in (0.05, 0.2, 0.2 + 1e-9, 0.237, 1.0, 3.0, 24.0):
+        for threshold in (60.0, 64.0, 80.0, 50.0 + slope * 24 * 14, 50.0 + slope * 24 * 13.99):
+            for p in (profile, None):
+                y = 50.0 + slope * np.arange(8, dtype=np.float64)
+                args = (t, y, 1_780_000_000_000 - 5 * 3_600_000, 1_780_000_000_000, threshold)
+                assert forecast.crossing_ms(*args, p) == _crossing_ms_scan(*args, p)

@@ -10,6 +10,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Mapping
 
+import orjson
 import pytest
 
 from devices.message import Fill, Message
@@ -29,6 +30,7 @@ from ingest.fleet import (
     line,
 )
 from ingest.fleet.completeness import DAY_MS, Completeness, Order
+from ingest.fleet.settings import FleetSettings, Thresholds
 from simulator.stream import FaultConfig
 from tests.test_fleet_support import (
     MIN,
@@ -266,3 +268,99 @@ def test_outages_raise_offline_on_the_wall_clock_and_the_backlog_keeps_the_histo
     others = [e for e in got if not (type(e) is AlertTransition and e.alert == "offline")]
     assert transitions(live), "the stream must contain alerts to compare"
     assert [line(e) for e in others] == [line(e) for e in live]
+
+
+def test_full_soon_judged_at_refits_only_fires_at_most_one_interval_later() -> None:
+    """20 simulated bins × 10 days through a fleet that refits the forecast per reading (as
+    before) and one that refits at most every ``forecast_interval_s`` (the default): every
+    other event is the same; each ``full_soon`` firing comes at the same reading or up to
+    the interval later, never earlier and never one the per-reading fit did not make; only
+    an episode shorter than the interval can be missed, or two joined when the forecast
+    left the horizon between two refits; the snapshots differ only there."""
+    interval_ms = int(forecast_interval_s := Thresholds().forecast_interval_s) * 1000
+    assert forecast_interval_s > 0
+    per_reading = FleetSettings(Thresholds(forecast_interval_s=0))
+    same = later = missed = joined = 0
+    delays: list[int] = []
+
+    def episodes(events: list[Event]) -> list[tuple[int, float]]:
+        out: list[tuple[int, float]] = []
+        for t in transitions(events, "full_soon"):
+            if t.state is AlertState.FIRING:
+                out.append((t.ts_ms, float("inf")))
+            else:
+                out[-1] = (out[-1][0], t.ts_ms)
+        return out
+
+    for i in range(20):
+        s = spec(f"eb-{i}")
+        bound_ms = interval_ms + s.report_interval_s * 1000  # the first reading past it
+        msgs = list(simulated(s, days=10))
+        old_fleet, new_fleet = Fleet(per_reading), Fleet()
+        old = run(old_fleet, msgs, {s.device_id: s})
+        new = run(new_fleet, msgs, {s.device_id: s})
+
+        def others(events: list[Event]) -> list[str]:
+            return [line(e) for e in events if getattr(e, "alert", None) != "full_soon"]
+
+        assert others(new) == others(old)
+        old_episodes, new_episodes = episodes(old), episodes(new)
+        for fired, _ in new_episodes:
+            start = max((a for a, b in old_episodes if a <= fired < b), default=None)
+            assert start is not None, f"{s.device_id}: full_soon at {fired} fired by no old fit"
+            assert fired - start <= bound_ms, (s.device_id, fired, start)
+            delays.append(fired - start)
+            same += fired == start
+            later += fired > start
+        lost = [
+            (a, b) for a, b in old_episodes if not any(c < b and d > a for c, d in new_episodes)
+        ]
+        for a, b in lost:
+            assert b - a <= bound_ms, f"{s.device_id}: a {b - a} ms episode was missed"
+        missed += len(lost)
+        joined += len(old_episodes) - len(lost) - len(new_episodes)
+        ours = orjson.loads(new_fleet.snapshot())["d"]
+        for device_id, st in orjson.loads(old_fleet.snapshot())["d"].items():
+            for doc in (st, ours[device_id]):
+                doc.pop("fc")
+                doc["a"].pop("full_soon", None)
+            assert ours[device_id] == st
+    print(f"full_soon firings: {same} at the same reading, {later} later (at most "
+          f"{max(delays) / 60_000:.1f} min), {missed} missed, {joined} joined")  # fmt: skip
+    assert same > 30
+    assert later > 10
+    assert missed + joined <= 0.05 * (same + later)
+
+
+def test_the_last_fit_survives_a_restart_and_an_older_snapshot_still_restores() -> None:
+    """The forecast ``full_soon`` is judged on, and when it was fitted, are in the snapshot:
+    a restored fleet refits on the same readings as one that never stopped. A snapshot
+    without them (a taza that fitted per reading) restores with a forecast fitted at once."""
+    s = spec("eb-3")
+    msgs = list(simulated(s, days=6))
+    reg = {s.device_id: s}
+    whole = Fleet()
+    cut = 0
+    while cut < len(msgs):
+        whole.apply(msgs[cut], s)
+        st = whole.get(s.device_id)
+        if st is not None and "full_soon" in st.alerts and st.fit_ms != st.level_ts_ms:
+            break  # firing, on a fit older than the latest reading
+        cut += 1
+    else:
+        pytest.fail("no reading with full_soon firing on an older fit")
+    doc = whole.snapshot()
+    restored = Fleet.restore(doc, registry=reg)
+    a, b = whole.devices[s.device_id], restored.devices[s.device_id]
+    assert b.forecast is not None
+    assert (b.forecast, b.fit_ms) == (a.forecast, a.fit_ms)
+    fresh = a.forecast_now()
+    rest = msgs[cut + 1 :]
+    assert [line(e) for e in run(restored, rest, reg)] == [line(e) for e in run(whole, rest, reg)]
+    older = orjson.loads(doc)
+    del older["d"][s.device_id]["fc"]
+    st = Fleet.restore(orjson.dumps(older), registry=reg).devices[s.device_id]
+    assert st.fit_ms is None
+    assert st.forecast == fresh
+    assert fresh is not None
+    assert fresh != a.forecast  # ... which is not the one judged on: hence "fc"

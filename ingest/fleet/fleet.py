@@ -45,6 +45,7 @@ class Fleet:
         elif state.source.info is not info:
             state.source = Source(t.device_id, t.region, t.kind.value, info)
             state.th = self._thresholds(info)
+            state.fit_ms = None  # the next reading refits, against the new threshold
         return state.apply(message, now_ms)
 
     def tick(self, now_ms: int) -> list[Event]:

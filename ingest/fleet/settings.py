@@ -56,6 +56,7 @@ class Thresholds:
     # forecast
     forecast_min_points: int = 4
     forecast_min_span_s: float = HOUR_S
+    forecast_interval_s: float = 1800.0  # device time between refits for full_soon; 0: each
 
     def check(self, where: str = "alerts") -> None:
         """Raise :class:`FleetConfigError` for values that make a rule meaningless."""

@@ -40,7 +40,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from devices.lineprotocol import timestamp_ns
 from devices.message import Deposit, Fill, Message, Presence, Status
@@ -122,6 +121,7 @@ class DeviceState:
         "bins",
         "fallen",
         "faults",
+        "fit_ms",
         "forecast",
         "full_run",
         "held",
@@ -165,6 +165,7 @@ class DeviceState:
         self.profile = array("f", bytes(4 * 24))  # fill rate %/h per UTC hour, learnt
         self.last_collection_ms: int | None = None
         self.forecast: Forecast | None = None
+        self.fit_ms: int | None = None  # device time of the fit behind ``forecast``
         self.battery_pct: float | None = None
         self.battery_v: float | None = None
         self.temperature_c: float | None = None
@@ -352,7 +353,7 @@ class DeviceState:
             if self.full_run >= th.full_consecutive:
                 self._resolve("full_soon", Cause.FULL, ts, ns, out)
                 self._fire("full", r, th.full_threshold_pct, Cause.THRESHOLD, ts, ns, out)
-                self.forecast = None
+                self.forecast = self.fit_ms = None
                 return
         elif r < th.full_clear_pct:
             self._resolve("full", Cause.BELOW_CLEAR, ts, ns, out)
@@ -368,7 +369,6 @@ class DeviceState:
         self.fallen = None
         self.held = ()
         self.last_collection_ms = ts
-        self.forecast = None
         self._reset_history()
         self._history_add(ts, r)
         self._resolve("full", Cause.COLLECTED, ts, ns, out)
@@ -379,6 +379,7 @@ class DeviceState:
     def _reset_history(self) -> None:
         del self.hist_t[:]
         del self.hist_y[:]
+        self.forecast = self.fit_ms = None
 
     def _history_add(self, ts: int, r: float) -> None:
         """Per plausible reading: plain ``array`` appends and a pure-Python profile update
@@ -399,9 +400,6 @@ class DeviceState:
         ht.append((ts - self.hist_t0_ms) / 1000)
         self.hist_y.append(r)
 
-    def _profile(self) -> NDArray[np.float32]:
-        return np.frombuffer(self.profile, dtype=np.float32)
-
     def _forecast(self, now_ms: int) -> Forecast | None:
         th = self.th
         ht = self.hist_t
@@ -411,17 +409,27 @@ class DeviceState:
         t = np.frombuffer(ht, dtype=np.float32).astype(np.float64)
         y = np.frombuffer(self.hist_y, dtype=np.float32).astype(np.float64)
         rate, at = fc.crossing_ms(
-            t, y, self.hist_t0_ms, now_ms, th.full_threshold_pct, self._profile()
+            t, y, self.hist_t0_ms, now_ms, th.full_threshold_pct, self.profile
         )
         return Forecast(round(rate, 3), at, th.full_threshold_pct, n)
 
     def _full_soon(self, r: float, ts: int, ns: int, out: list[Event]) -> None:
+        """Judged only when the forecast is refitted, at most once per
+        ``forecast_interval_s`` of device time (the fit is the costliest step of ``apply``):
+        each judgement is one a fit per reading would make too, so ``full_soon`` fires or
+        clears at most that much later (measured in docs/alerts.md)."""
         th = self.th
         ep = self.alerts.get("full_soon")
         if ep is None and r < th.full_threshold_pct - FORECAST_REACH_PCT:
-            self.forecast = None
+            self.forecast = self.fit_ms = None
+            return
+        fit_ms = self.fit_ms
+        if fit_ms is not None and ts - fit_ms < th.forecast_interval_s * 1000:
+            if ep is not None:
+                ep.value = r
             return
         f = self.forecast = self._forecast(ts)
+        self.fit_ms = None if f is None else ts  # too few readings: try the next one
         horizon_ms = th.full_soon_horizon_s * 1000
         lead = None if f is None or f.full_at_ms is None else f.full_at_ms - ts
         if ep is None:
@@ -611,6 +619,7 @@ class DeviceState:
             "ht": self.hist_t0_ms,
             "hi": base64.b64encode(_interleave(self.hist_t, self.hist_y)).decode("ascii"),
             "c": self.last_collection_ms,
+            "fc": self._fit_snapshot(),
             "p": base64.b64encode(self.profile.tobytes()).decode("ascii"),
             "b": [self.battery_pct, self.battery_v, self.temperature_c, self.tilt_deg],
             "fa": list(self.faults),
@@ -621,6 +630,12 @@ class DeviceState:
                 for n, e in self.alerts.items()
             },
         }
+
+    def _fit_snapshot(self) -> list[object] | None:
+        f = self.forecast
+        if f is None:
+            return None
+        return [f.rate_pct_per_h, f.full_at_ms, f.threshold_pct, f.points, self.fit_ms]
 
     @classmethod
     def restore(
@@ -660,7 +675,13 @@ class DeviceState:
                     int(since), int(since_ns), float(value), _opt_float(threshold), Cause(cause),
                     int(ok),
                 )  # fmt: skip
-            if "full_soon" in st.alerts:
+            if "fc" in d:  # the last fit, as it was: a restart changes no refit
+                if d["fc"] is not None:
+                    rate, at, threshold, points, fit_ms = d["fc"]
+                    st.forecast = Forecast(float(rate), None if at is None else int(at),
+                                           float(threshold), int(points))  # fmt: skip
+                    st.fit_ms = None if fit_ms is None else int(fit_ms)
+            elif "full_soon" in st.alerts:  # a snapshot of a taza that fitted per reading
                 st.forecast = st.forecast_now()
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
             raise SnapshotError(f"device {device_id}: not a fleet-state snapshot ({exc})") from None
