@@ -125,6 +125,10 @@ class FleetStage:
             ["event"],
             registry=metrics,
         )
+        for retain in ("true", "false"):
+            self.published.labels(retain=retain)  # every series from start, as Prometheus expects
+        for kind in (*_EVENT_KIND.values(), "other"):
+            self.events.labels(event=kind)
         self.apply_seconds = Counter(
             "taza_fleet_apply_seconds_total",
             "CPU time of the fleet stage's per-message rules (divide by messages applied)",
