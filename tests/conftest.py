@@ -55,6 +55,13 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     yield from _session_server(tmp_path_factory, Mosquitto, "mosquitto")
 
 
+@pytest.fixture(scope="module")
+def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A broker of this module's own, for modules that run taza-ingest with the alert stage: the
+    retained alert topics it leaves behind must not reach the tests that share `mosquitto`."""
+    yield from _session_server(tmp_path_factory, Mosquitto, "module-mosquitto")
+
+
 @pytest.fixture(scope="session")
 def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB1]:
     """InfluxDB 1.x for the whole run; use `influx_db` for a database of your own."""

@@ -33,7 +33,7 @@ from devices.topics import format_topic
 from devstack.ingest_process import IngestProcess, wait_until
 from devstack.publisher import Publisher, fill_payload
 from devstack.screenshot import LAPTOP, NoChromium, is_loopback, launch_chromium
-from devstack.servers import InfluxDB1, MissingBinary, Mosquitto, free_port
+from devstack.servers import InfluxDB1, Mosquitto, free_port
 from operators.cli import main as taza
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -100,19 +100,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """Our own broker: the service leaves retained alerts behind (see test_page.py)."""
-    try:
-        server = Mosquitto(tmp_path_factory.mktemp("auth-mosquitto")).start()
-    except MissingBinary as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(
-    broker: Mosquitto, influxd: InfluxDB1, tmp_path_factory: pytest.TempPathFactory
+    module_broker: Mosquitto, influxd: InfluxDB1, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     var = tmp_path_factory.mktemp("auth")
     tokens_file = var / "tokens.json"
@@ -124,7 +113,7 @@ def stack(
     ingest = IngestProcess(
         var / "ingest",
         {
-            "TAZA_MQTT_URL": broker.url,
+            "TAZA_MQTT_URL": module_broker.url,
             "TAZA_MQTT_CLIENT_ID": "taza-test-auth",
             "TAZA_INFLUX_URL": influxd.url,
             "TAZA_INFLUX_DB": db,
@@ -136,7 +125,7 @@ def stack(
         free_port(),
     ).start()  # /readyz: public by default
     try:
-        pub = Publisher("127.0.0.1", broker.port, "taza-test-auth-pub")
+        pub = Publisher("127.0.0.1", module_broker.port, "taza-test-auth-pub")
         now = int(time.time() * 1000)
         for device_id, (region, levels) in BINS.items():
             n = len(levels)

@@ -30,7 +30,7 @@ from devices import Ignored, Rejected, decode
 from devices.registry import Registry
 from devstack.ingest_process import INGEST, IngestProcess, wait_until
 from devstack.publisher import Publisher
-from devstack.servers import InfluxDB1, MissingBinary, Mosquitto, free_port
+from devstack.servers import InfluxDB1, Mosquitto, free_port
 from ingest.api.params import duration_s
 from ingest.fleet import AlertTransition, Collection, Fleet
 from ingest.fleet.output import rfc3339
@@ -88,23 +88,10 @@ def _crafted(now: datetime) -> list[tuple[str, bytes, datetime]]:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """A broker of this module's own: the retained alert topics the service leaves must not
-    reach other tests (they subscribe to taza/# on the session broker)."""
-    server = Mosquitto(tmp_path_factory.mktemp("api-mosquitto"))
-    try:
-        server.start()
-    except MissingBinary as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(
-    broker: Mosquitto, influxd: InfluxDB1, tmp_path_factory: pytest.TempPathFactory
+    module_broker: Mosquitto, influxd: InfluxDB1, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    mosquitto = broker
+    mosquitto = module_broker
     tmp = tmp_path_factory.mktemp("api")
     fleet_file = tmp / "fleet.csv"
     _sim("fleet", "--ecoboxes", "24", "--rvms", "6", "--regions", "almaty,astana",

@@ -34,7 +34,7 @@ from devstack.screenshot import (
     wait_full,
     write_fleet,
 )
-from devstack.servers import InfluxDB1, MissingBinary, Mosquitto, free_port
+from devstack.servers import InfluxDB1, Mosquitto, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -51,22 +51,10 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """A broker of our own: the service leaves retained alert topics behind, which must not
-    reach the tests that share the session broker."""
-    try:
-        server = Mosquitto(tmp_path_factory.mktemp("page-mosquitto")).start()
-    except MissingBinary as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(
-    broker: Mosquitto, influxd: InfluxDB1, tmp_path_factory: pytest.TempPathFactory
+    module_broker: Mosquitto, influxd: InfluxDB1, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    mosquitto = broker
+    mosquitto = module_broker
     var = tmp_path_factory.mktemp("page")
     db = "page_test"
     influxd.create_database(db)
