@@ -54,12 +54,17 @@ def run(stack: Stack) -> int:
     report.crew_view(stack)
     report.collections_and_anomalies(stack)
     planned = report.collection_plans(stack)
+    report.feedback(stack)
     stack.stop_crew()
-    report.deadletter(stack)
+    by_reason = report.deadletter(stack)
+    secure = report.rate_limit(stack, by_reason)
+    secure &= report.access(stack)
+    secure &= report.broker_security(stack)
     report.next_steps(stack)
     if o.keep_running:
         stack.keep_running()
-    return ExitCode.OK if verdict == ExitCode.OK and planned else ExitCode.FAILURE
+    ok = verdict == ExitCode.OK and planned and secure
+    return ExitCode.OK if ok else ExitCode.FAILURE
 
 
 # ----- command line ---------------------------------------------------------------------------

@@ -134,7 +134,11 @@ def tool(name: str) -> list[str]:
     script = Path(sys.executable).with_name(name)
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", {"taza-ingest": "ingest", "taza-sim": "simulator.cli"}[name]]
+    return [
+        sys.executable,
+        "-m",
+        {"taza-ingest": "ingest", "taza-sim": "simulator.cli", "taza": "operators.cli"}[name],
+    ]
 
 
 def shown(name: str) -> str:
