@@ -20,7 +20,7 @@ from devstack.demo import crew, firmware, security
 from devstack.demo.console import KZ, fmt, rel
 from devstack.demo.stack import DB, Stack
 from devstack.demo.supervisor import failure, flags, shown, tool
-from devstack.servers import HOST
+from devstack.servers import GUARD_SRC, HOST
 
 FULL_PCT = 80.0  # the simulated crews' threshold (taza-sim run --threshold)
 TOP_N = 5
@@ -505,4 +505,10 @@ def broker_security(stack: Stack) -> bool:
     out = stack.out
     out.line()
     out.line("security check: a second broker with the production profile (deploy: docs/deploy.md)")
+    if not (GUARD_SRC / "Makefile").exists():
+        out.line(
+            f"  not run: the profile's guard plugin is built from its source, {GUARD_SRC} "
+            "(a checkout; the wheel does not ship it)"
+        )
+        return True
     return security.broker_check(stack.sup, stack.env, stack.fleet, out)
