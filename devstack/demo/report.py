@@ -434,14 +434,14 @@ def feedback(stack: Stack) -> None:
     faulty = {d: docs for d, docs in told.items() if d != stack.flooder}
     out.line()
     out.line(
-        f"device feedback ({firmware.FEEDBACK}, QoS 0, at most 5 at once per device, then one "
-        "every 5 s): taza_feedback_published_total "
-        f"{fmt(m.get('taza_feedback_published_total', 0))}"
+        f"device feedback ({firmware.feedback_topic('{device_id}')}, QoS 0): "
+        f"taza_feedback_published_total {fmt(m.get('taza_feedback_published_total', 0))}"
     )
     received = sum(len(docs) for docs in told.values())
     out.line(
         f"  the demo's subscriber received {fmt(received)}, for {len(faulty)} faulty devices"
         + (f" and {stack.flooder} ({len(told[stack.flooder])})" if stack.flooder in told else "")
+        + "; at most 5 at once per device, then one every 5 s"
     )
     if not faulty:
         out.line("  no faulty device was told anything")
@@ -491,10 +491,8 @@ def access(stack: Stack) -> bool:
     assert tokens is not None
     out = stack.out
     out.line()
-    out.line(
-        f"API tokens ({rel(tokens.file)}, TAZA_API_TOKENS_FILE; made by `taza tokens add`; "
-        "demo secrets on loopback, printed on purpose)"
-    )
+    out.line(f"API tokens (TAZA_API_TOKENS_FILE {rel(tokens.file)}, made by `taza tokens add`)")
+    out.line("  demo secrets on loopback, printed on purpose; never print real ones")
     out.line(f"  {'operator':<15} {tokens.operator}")
     out.line(f"  {'crew ' + tokens.crew_region:<15} {tokens.crew}")
     others = [r for r in stack.o.regions if r != tokens.crew_region]

@@ -20,7 +20,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devstack.demo.console import Console, rel
+from devstack.demo.console import Console
 from devstack.demo.supervisor import DemoError, Supervisor, failure, tool
 from devstack.ingest_process import http_get
 from devstack.mqtt_clients import NOT_AUTHORIZED, REFUSED, Client, loop_until_lost
@@ -116,10 +116,10 @@ def broker_check(sup: Supervisor, env: dict[str, str], fleet: Path, out: Console
     broker.start()
     sup.record(broker.pid, "mosquitto-production")
     out.line(
-        f"  broker      {broker.url:<32} TLS (dev CA {rel(broker.ca_file)}), accounts for "
-        f"{a}, {b}, {INGEST_ACCOUNT} by `taza devices add`; ready in "
-        f"{time.monotonic() - t0:4.1f} s"
+        f"  broker      {broker.url:<28} TLS only, dev CA by `taza devices tls`, ready in "
+        f"{time.monotonic() - t0:3.1f} s"
     )
+    out.line(f"  accounts    {a}, {b}, {INGEST_ACCOUNT} (`taza devices add`, ACLs, guard plugin)")
     made: list[Client] = []
 
     def connect(user: str | None, password: str | None) -> tuple[Client, int]:
