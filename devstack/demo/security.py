@@ -13,7 +13,6 @@ import contextlib
 import csv
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,9 +190,8 @@ def _topic(fleet: Path, device: str) -> str:
 def _plain_text_fails(broker: Mosquitto, user: str, password: str) -> bool:
     plain = paho.Client(CallbackAPIVersion.VERSION2, client_id="demo-plain", protocol=paho.MQTTv5)
     plain.username_pw_set(user, password)
-    connected: Callable[[], bool] = plain.is_connected
     try:
         loop_until_lost(plain, broker.host, broker.port)
     except (ConnectionError, OSError):
-        return not connected()
+        return not plain.is_connected()
     return False
