@@ -38,10 +38,14 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, interval: fl
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    """(status, body); (0, "") when nothing answers."""
+def http_get(url: str, timeout: float = 2.0, token: str | None = None) -> tuple[int, str]:
+    """(status, body); (0, "") when nothing answers. ``token``: sent as a bearer token (an
+    API with ``TAZA_API_TOKENS_FILE``)."""
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with _opener.open(url, timeout=timeout) as resp:
+        with _opener.open(request, timeout=timeout) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()

@@ -8,12 +8,9 @@ MQTT 5 over TLS with certificate verification.
 
 from __future__ import annotations
 
-import itertools
 import json
-import queue
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +23,7 @@ from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devstack.ingest_process import http_get, wait_until
+from devstack.mqtt_clients import NOT_AUTHORIZED, REFUSED, Client, loop_until_lost
 from devstack.servers import SHIPPED_MOSQUITTO_CONF, InfluxDB1, Mosquitto
 from operators.cli import main as taza
 from operators.provision import profile
@@ -39,12 +37,6 @@ eb-2,ecobox,almaty,43.3,76.9,240,plastic,residential,60
 eb-9,ecobox,astana,51.1,71.4,240,plastic,residential,60
 """
 ACCOUNTS = ("ingest.main", "crew.almaty", "crew.astana.night", "operator.ops")
-NOT_AUTHORIZED = 0x87
-NO_SUBSCRIBERS = 0x10  # PUBACK: accepted, nobody subscribed (reported as 0 below)
-REFUSED = (
-    0x87  # CONNACK: mosquitto 2.0.11 says "not authorized" for a missing or wrong password alike
-)
-_ids = itertools.count(1)
 
 
 @dataclass
@@ -72,75 +64,6 @@ def provision(root: Path) -> Fleet:
     f.secrets = {a["username"]: a["password"] for a in doc["accounts"]}
     f.cli("tls", "--host", "localhost", "--host", "127.0.0.1")
     return f
-
-
-class Client:
-    """A paho MQTT 5 client over TLS that records CONNACK, PUBACK codes and messages."""
-
-    def __init__(
-        self,
-        broker: Mosquitto,
-        user: str | None,
-        password: str | None,
-        *,
-        ca: Path | None = None,
-        port: int | None = None,
-        cert: Path | None = None,
-    ) -> None:
-        """``cert``: a client certificate, ``cert.crt`` + ``cert.key`` (mutual TLS)."""
-        self.c = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{next(_ids)}", protocol=paho.MQTTv5
-        )
-        ctx = ssl.create_default_context(cafile=str(ca or broker.ca_file))
-        if cert is not None:
-            ctx.load_cert_chain(cert.with_suffix(".crt"), cert.with_suffix(".key"))
-        self.c.tls_set_context(ctx)
-        self.port = broker.port if port is None else port
-        if user is not None:
-            self.c.username_pw_set(user, password)
-        self.connack: queue.Queue[int] = queue.Queue()
-        self.pubacks: dict[int, int] = {}
-        self.subacks: queue.Queue[list[int]] = queue.Queue()
-        self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
-        self.disconnected = threading.Event()
-        self.c.on_connect = lambda c, u, f, rc, p: self.connack.put(rc.value)
-        self.c.on_publish = lambda c, u, mid, rc, p: self.pubacks.__setitem__(mid, rc.value)
-        self.c.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.put([r.value for r in rcs])
-        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, m.retain))
-        self.c.on_disconnect = lambda c, u, f, rc, p: self.disconnected.set()
-        self.broker = broker
-
-    def connect(self) -> int:
-        """The CONNACK reason code (0: accepted)."""
-        self.c.connect(self.broker.host, self.port, keepalive=30)
-        self.c.loop_start()
-        code = self.connack.get(timeout=10)
-        if code != 0:
-            self.c.loop_stop()
-        return code
-
-    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> int:
-        """QoS 1; the PUBACK reason code (0 accepted, 0x87 not authorised)."""
-        info = self.c.publish(topic, payload, qos=1, retain=retain)
-        wait_until(lambda: info.mid in self.pubacks, 10, f"PUBACK for {topic}")
-        code = self.pubacks[info.mid]
-        return 0 if code == NO_SUBSCRIBERS else code
-
-    def subscribe(self, *filters: str) -> list[int]:
-        self.c.subscribe([(f, 1) for f in filters])
-        return self.subacks.get(timeout=10)
-
-    def received(self, quiet_s: float = 0.5) -> list[tuple[str, bytes, bool]]:
-        out = []
-        while True:
-            try:
-                out.append(self.messages.get(timeout=quiet_s))
-            except queue.Empty:
-                return out
-
-    def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
 
 
 @pytest.fixture(scope="module")
@@ -309,18 +232,11 @@ def test_operator_reads_everything_and_writes_nothing(connect: Callable[[str], C
     assert ops.publish("taza/v1/almaty/ecobox/eb-2/fill", b"x") == NOT_AUTHORIZED
 
 
-def _loop_until_lost(client: paho.Client, host: str, port: int) -> None:
-    client.connect(host, port, keepalive=5)
-    for _ in range(50):  # CONNECT goes out, the TLS listener answers with a TLS alert
-        if client.loop(timeout=0.1) != paho.MQTT_ERR_SUCCESS:
-            raise ConnectionError("connection lost")
-
-
 def test_plain_text_to_the_tls_listener_fails(broker: Mosquitto, fleet: Fleet) -> None:
     plain = paho.Client(CallbackAPIVersion.VERSION2, client_id="plain", protocol=paho.MQTTv5)
     plain.username_pw_set("eb-1", fleet.secrets["eb-1"])
     with pytest.raises((ConnectionError, OSError)):
-        _loop_until_lost(plain, broker.host, broker.port)
+        loop_until_lost(plain, broker.host, broker.port)
     assert not plain.is_connected()
 
 
@@ -501,4 +417,4 @@ def test_mutual_tls_takes_the_certificate_cn_as_the_user_name(
 
     without = Client(broker, "eb-1", f.secrets["eb-1"], port=broker.mtls_port)
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-        _loop_until_lost(without.c, broker.host, broker.mtls_port)
+        loop_until_lost(without.c, broker.host, broker.mtls_port)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -153,12 +154,118 @@ def check_report(out: str) -> None:
         assert fills == sorted(fills, reverse=True), f"{region} table is not fullest first:\n{out}"
     assert all(site in {"residential", "commercial", "park", "transit"} for _, site, _, _ in rows)
 
-    dead = re.search(r"dead-letter store \(\S+\): (\d+) rejected messages", out)
+    dead = re.search(r"dead-letter store \(\S+\): ([\d,]+) rejected messages", out)
     assert dead, out
-    assert int(dead[1]) == int(rejected[1]), "dead-letter store and verify disagree"
+    limited = check_rate_limit(out)
+    assert num(dead[1]) == int(rejected[1]) + limited, "dead-letter store and verify disagree"
     check_crew_view(out)
     check_plans(out)
-    assert len(out.splitlines()) < 130, f"no walls of logs:\n{out}"
+    check_feedback(out)
+    check_tokens(out)
+    check_security(out)
+    assert "FAIL" not in out, out
+    assert len(out.splitlines()) < 150, f"no walls of logs:\n{out}"
+
+
+def num(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+FLOODER = "eb-almaty-flood"
+
+
+def check_rate_limit(out: str) -> int:
+    """The flooding device: what it sent is what was stored plus what was refused; every
+    refusal is its own (the counter, the dead letters) and no other device was limited.
+    Returns the refusals."""
+    sent = re.search(
+        rf"rate limit \(.*\): {FLOODER} sent ([\d,]+) in [\d.]+ s, ([\d,]+) stored, "
+        r"([\d,]+) refused",
+        out,
+    )
+    assert sent, out
+    total, stored, refused = map(num, sent.groups())
+    assert total == 2500, out  # bounded: the demo's FLOOD_COUNT, every one acknowledged
+    assert stored + refused == total, out
+    # The burst (1000) gets through, then ~100/s: in a flood of a few seconds at most, most of
+    # the 2500 are refused.
+    assert stored >= 1000, out
+    assert refused >= 500, out
+    counts = re.search(
+        r"taza_rate_limited_total ([\d,]+) · dead letters rate_limited ([\d,]+) · "
+        r"other devices rate-limited (\d+)",
+        out,
+    )
+    assert counts, out
+    assert (num(counts[1]), num(counts[2]), int(counts[3])) == (refused, refused, 0), out
+    listed = re.search(r"^\s+rate_limited (\d+)\b", out, re.MULTILINE)
+    assert listed, out
+    assert int(listed[1]) == refused, out
+    return refused
+
+
+def check_feedback(out: str) -> tuple[str, list[tuple[str, str]]]:
+    """What the firmware engineer of one faulty device reads on its feedback topic: each line
+    a reason code and its detail; every feedback taza published reached the subscriber.
+    Returns the device and its (reason, detail) lines."""
+    published = re.search(r"device feedback \(.*\): taza_feedback_published_total ([\d,]+)", out)
+    assert published, out
+    received = re.search(
+        rf"the demo's subscriber received ([\d,]+), for (\d+) faulty devices and {FLOODER} "
+        r"\((\d)\)",
+        out,
+    )
+    assert received, out
+    assert num(received[1]) == num(published[1]) > 0, out
+    assert int(received[2]) > 0, out
+    assert int(received[3]) == 5, f"the flooder is told its first 5 refusals only:\n{out}"
+    seen = re.search(
+        r"what (\S+)'s firmware engineer sees: mosquitto_sub -t 'taza/v1/_feedback/(\S+)'\n"
+        r"((?:    \w+: .*\n)+)",
+        out,
+    )
+    assert seen, out
+    assert seen[1] == seen[2] != FLOODER, out
+    lines = [tuple(line.strip().split(": ", 1)) for line in seen[3].splitlines()]
+    assert all(re.fullmatch(r"[a-z_]+", reason) and detail for reason, detail in lines), out
+    return seen[1], [(r, d) for r, d in lines]
+
+
+def check_tokens(out: str) -> dict[str, str]:
+    """Two tokens printed (operator, crew of almaty) and the API's refusals: none → 401, a
+    crew token outside its region → 403 region_forbidden. Returns {role: token}."""
+    tokens = dict(re.findall(r"^\s+(operator|crew almaty)\s+(taza_[0-9a-f]{8}_\S{43})$", out, re.M))
+    assert set(tokens) == {"operator", "crew almaty"}, out
+    assert re.search(r"^\s+demo secrets on loopback, printed on purpose", out, re.M), out
+    for who, path, answer in (
+        ("no token", "/api/v1/fill-levels", "401 token_missing"),
+        ("crew-almaty, its region", "/api/v1/fill-levels?region=almaty", "200"),
+        ("crew-almaty, region astana", "/api/v1/fill-levels?region=astana", "403 region_forbidden"),
+        ("crew-almaty, operator endpoint", "/api/v1/devices", "403 role_forbidden"),
+        ("operator", "/api/v1/whoami", "200 operator"),
+    ):
+        assert re.search(
+            rf"^\s+PASS\s+{re.escape(who)}\s+GET {re.escape(path)}\s+→ {answer}$", out, re.M
+        ), f"{who}:\n{out}"
+    assert re.search(rf"^\s+export TAZA_API_TOKEN={tokens['operator']}\s", out, re.M), out
+    return tokens
+
+
+def check_security(out: str) -> None:
+    """The production-profile broker refused what an attacker tries, one PASS line each."""
+    broker = re.search(r"^\s+broker\s+mqtts://127\.0\.0\.1:\d+\s+TLS only, dev CA ", out, re.M)
+    assert broker, out
+    assert re.search(r"^\s+accounts\s+eb-almaty-0001, eb-almaty-0002, ingest\.demo ", out, re.M)
+    for text in (
+        r"anonymous connection refused \(CONNACK 0x87",
+        r"eb-almaty-0001 with a wrong password refused \(CONNACK 0x87\)",
+        r"eb-almaty-0001 publishing as eb-almaty-0002: PUBACK 0x87 not authorized; the ingest "
+        r"account got only eb-almaty-0001's own message \(1 received\)",
+        r"eb-almaty-0001 may read its own feedback topic, not eb-almaty-0002's "
+        r"\(SUBACK \[135, 1\]\)",
+        r"plain MQTT to the TLS listener fails",
+    ):
+        assert re.search(rf"^\s+PASS\s+{text}", out, re.M), f"{text}:\n{out}"
 
 
 def check_plans(out: str) -> None:
@@ -241,7 +348,13 @@ def test_demo_runs_twice_in_one_directory_and_its_examples_work(tmp_path: Path) 
         assert f"q {shell_arg(q)}" in out
         assert influxql(influx[1], q), f"printed example ({comment}) returns nothing: {q}"
     check_printed_commands_work(out)
-    with _no_proxy.open(f"{ingest[1]}/metrics", timeout=5) as response:
+    tokens = check_tokens(out)
+    check_api_tokens_work(ingest[1], tokens)
+    check_feedback_matches_dead_letters(var, out)
+    request = urllib.request.Request(
+        f"{ingest[1]}/metrics", headers={"Authorization": f"Bearer {tokens['operator']}"}
+    )
+    with _no_proxy.open(request, timeout=5) as response:
         metrics = response.read().decode()
     received = re.search(r"^taza_messages_received_total (\S+)$", metrics, re.MULTILINE)
     assert received, metrics
@@ -334,3 +447,50 @@ def test_ctrl_c_through_make_ends_make_by_the_signal(tmp_path: Path) -> None:
     )
     assert "stopped cleanly after" in demo.output
     assert not survivors(var), survivors(var)
+
+
+def status_of(url: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with _no_proxy.open(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def check_api_tokens_work(http: str, tokens: dict[str, str]) -> None:
+    """The printed tokens against the running service, and the printed `taza` commands with
+    TAZA_API_TOKEN: the page loads (it asks for a token), the API answers only with one."""
+    with _no_proxy.open(f"{http}/", timeout=10) as response:
+        page = response.read().decode()
+    assert 'id="auth-token"' in page, "the page has no token prompt"
+    crew = tokens["crew almaty"]
+    assert status_of(f"{http}/api/v1/fill-levels", None) == 401
+    assert status_of(f"{http}/api/v1/fill-levels?region=almaty", crew) == 200
+    assert status_of(f"{http}/api/v1/fill-levels?region=astana", crew) == 403
+    assert status_of(f"{http}/api/v1/fill-levels?region=astana", tokens["operator"]) == 200
+    assert status_of(f"{http}/metrics", None) == 401
+    taza = str(Path(sys.executable).with_name("taza"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAZA_")}
+    argv = [taza, "fill-levels", "--min-pct", "80", "--url", http]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode != 0, "the taza CLI got data without a token"
+    env["TAZA_API_TOKEN"] = tokens["operator"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"eb-(almaty|astana)-\d{4}", done.stdout), done.stdout
+
+
+def check_feedback_matches_dead_letters(var: Path, out: str) -> None:
+    """What the device was told is what its dead letters say (reason and detail)."""
+    device, told = check_feedback(out)
+    ingest = str(Path(sys.executable).with_name("taza-ingest"))
+    argv = [ingest, "deadletter", "--data-dir", str(var / "ingest"), "--device", device, "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    letters = [(r["reason"], r["detail"]) for r in json.loads(done.stdout)["records"]]
+    for reason, detail in told:
+        assert any(
+            r == reason and (d == detail or (detail.endswith("…") and d.startswith(detail[:-1])))
+            for r, d in letters
+        ), f"{device} was told {reason}: {detail}, not in its dead letters {letters}"

@@ -5,11 +5,14 @@ Starts Mosquitto and InfluxDB 1.x on 127.0.0.1 (data under ``var/demo``), writes
 starts ``taza-ingest run`` on it, runs ``taza-sim run`` against the broker, and ends with the
 ``taza-sim verify`` report, the fullest bins per region, the crew view (alerts received over
 MQTT during the run, what is firing now, collections detected, anomalies flagged), the
-dead-letter summary and where to look next. Everything is a child process the demo stops
-itself, in order, also on Ctrl-C. docs/demo.md describes it. It needs no checkout: the
-servers are driven by :mod:`devstack.servers` (as in the integration tests) with the
-mosquitto.conf shipped in devstack; ``--var`` defaults to ``var/demo`` below the current
-directory.
+device feedback one faulty device got, the dead-letter summary, a flooding device throttled
+by the rate limit, the API refusing callers without the right token, a production-profile
+broker refusing what an attacker tries, and where to look next. Everything is a child
+process the demo stops itself, in order, also on Ctrl-C. docs/demo.md describes it. It needs
+no checkout (except for the broker security check, whose guard plugin is built from
+deploy/): the servers are driven by :mod:`devstack.servers` (as in the integration tests)
+with the mosquitto.conf shipped in devstack; ``--var`` defaults to ``var/demo`` below the
+current directory.
 """
 
 from __future__ import annotations
@@ -54,12 +57,17 @@ def run(stack: Stack) -> int:
     report.crew_view(stack)
     report.collections_and_anomalies(stack)
     planned = report.collection_plans(stack)
+    report.feedback(stack)
     stack.stop_crew()
-    report.deadletter(stack)
+    by_reason = report.deadletter(stack)
+    secure = report.rate_limit(stack, by_reason)
+    secure &= report.access(stack)
+    secure &= report.broker_security(stack)
     report.next_steps(stack)
     if o.keep_running:
         stack.keep_running()
-    return ExitCode.OK if verdict == ExitCode.OK and planned else ExitCode.FAILURE
+    ok = verdict == ExitCode.OK and planned and secure
+    return ExitCode.OK if ok else ExitCode.FAILURE
 
 
 # ----- command line ---------------------------------------------------------------------------
@@ -79,7 +87,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
-    "--short", is_flag=True, help="CI size: 60 eco-boxes, 6 RVMs, a 10 s run (about 15 s in all)."
+    "--short", is_flag=True, help="CI size: 60 eco-boxes, 6 RVMs, a 10 s run (about 30 s)."
 )
 @click.option(
     "--duration",
@@ -140,14 +148,16 @@ def main(
     Starts Mosquitto (from mosquitto.conf) and InfluxDB 1.x on 127.0.0.1 (the standard ports
     1883 / 8086 / 8080 when free, others when not, printed), writes a fleet file, starts
     taza-ingest on it and runs the fleet, with a few malformed and duplicated messages on
-    purpose, showing live progress. Then it prints the verify report (published vs stored,
-    lost, duplicated, correctly rejected), the fullest bins per region, the dead-letter summary
-    and where to look next. Server and service logs go to files in the --var directory.
+    purpose and one device flooding, showing live progress. Then it prints the verify report
+    (published vs stored, lost, duplicated, correctly rejected), the fullest bins per region,
+    alerts, collection plans, device feedback, the dead-letter summary, the rate limit, the
+    API tokens' checks, a production-broker security check and where to look next. Server
+    and service logs go to files in the --var directory.
 
     \b
     Examples:
-      make demo                               # the full demo, about 70 s
-      make demo DEMO_ARGS=--short             # CI size, about 15 s
+      make demo                               # the full demo, about 90 s
+      make demo DEMO_ARGS=--short             # CI size, about 30 s
       make demo DEMO_ARGS=--keep-running      # explore afterwards; Ctrl-C ends it
       .venv/bin/python -m devstack.demo --duration 5m --ecoboxes 2000 --rvms 100
 

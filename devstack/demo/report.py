@@ -9,17 +9,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 
-from devstack.demo import crew
+from devstack.demo import crew, firmware, security
 from devstack.demo.console import KZ, fmt, rel
 from devstack.demo.stack import DB, Stack
 from devstack.demo.supervisor import failure, flags, shown, tool
-from devstack.servers import HOST
+from devstack.servers import GUARD_SRC, HOST
 
 FULL_PCT = 80.0  # the simulated crews' threshold (taza-sim run --threshold)
 TOP_N = 5
@@ -113,7 +114,8 @@ def fullest_bins(stack: Stack) -> None:
     )
     by_region: dict[str, list[dict[str, object]]] = {}
     for row in rows:
-        by_region.setdefault(str(row.get("region")), []).append(row)
+        if row.get("device_id") != stack.flooder:  # not a bin: the rate-limit step's device
+            by_region.setdefault(str(row.get("region")), []).append(row)
     out.line()
     out.line(f"fullest eco-boxes per region (latest reading; crews come at {FULL_PCT:g} %)")
     out.line(
@@ -283,7 +285,7 @@ def collections_and_anomalies(stack: Stack) -> None:
     )
 
 
-def deadletter(stack: Stack) -> None:
+def deadletter(stack: Stack) -> dict[str, int]:
     out = stack.out
     out.line()
     argv = [*tool("taza-ingest"), "deadletter", "--summary", "--json"]
@@ -310,6 +312,7 @@ def deadletter(stack: Stack) -> None:
         line += f" {part} ·"
     if parts:
         out.line(line.rstrip(" ·"))
+    return by_reason
 
 
 def collection_plans(stack: Stack) -> bool:
@@ -322,10 +325,11 @@ def collection_plans(stack: Stack) -> bool:
     ok = True
     for region in stack.o.regions:
         query = urllib.parse.urlencode({"region": region})
+        request = urllib.request.Request(f"{stack.http}/api/v1/collection-plan?{query}")
+        if stack.token is not None:
+            request.add_header("Authorization", f"Bearer {stack.token}")
         try:
-            with urllib.request.urlopen(
-                f"{stack.http}/api/v1/collection-plan?{query}", timeout=120
-            ) as resp:
+            with urllib.request.urlopen(request, timeout=120) as resp:
                 plan = json.load(resp)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             out.line(f"  {region:<8} no plan: {exc}")
@@ -375,13 +379,19 @@ def next_steps(stack: Stack) -> None:
             "  (the servers stop when the demo ends; `make demo DEMO_ARGS=--keep-running` "
             "keeps them up for this)"
         )
-    out.line(f"  fleet page    {stack.http}/    (map, alerts, history, collections, routes)")
+    out.line(
+        f"  fleet page    {stack.http}/    (map, alerts, history, collections, routes; "
+        "it asks for a token: one of those above)"
+    )
     out.line(f"  API           {stack.http}/api/v1/docs    (OpenAPI: /api/v1/openapi.json)")
     taza, url = shown("taza"), f"--url {stack.http}"
+    if stack.token is not None:
+        out.line(f"  export TAZA_API_TOKEN={stack.token}    (the operator token, for these)")
     out.line(f"  taza CLI      {taza} fill-levels --min-pct 80 {url}")
     for cmd in ("alerts", "collections", "plan --region " + stack.o.regions[0], "rvm", "devices"):
         out.line(f"                {taza} {cmd} {url}")
-    out.line(f"  taza-ingest   curl -s {stack.http}/metrics | grep '^taza_'")
+    auth = '-H "Authorization: Bearer $TAZA_API_TOKEN" ' if stack.token is not None else ""
+    out.line(f"  taza-ingest   curl -s {auth}{stack.http}/metrics | grep '^taza_'")
     out.line(f"                curl -s {stack.http}/readyz")
     out.line("  InfluxQL      (no influx CLI needed: curl speaks InfluxQL, CSV out)")
     out.line(f"    {q}")
@@ -411,3 +421,92 @@ def next_steps(stack: Stack) -> None:
     out.line(f"  logs          {'  '.join(rel(p) for p in logs[:2])}")
     out.line(f"                {'  '.join(rel(p) for p in logs[2:])}")
     out.line("  docs          docs/demo.md, docs/ingest.md, docs/simulator.md, docs/protocol.md")
+
+
+def feedback(stack: Stack) -> None:
+    """What one faulty device was told on its feedback topic, as its firmware engineer sees it."""
+    feed = stack.feedback
+    assert feed is not None
+    out = stack.out
+    m = stack.metrics()
+    time.sleep(0.2)  # QoS 0 on loopback: the last batch's feedback is on its way
+    told = feed.snapshot()
+    faulty = {d: docs for d, docs in told.items() if d != stack.flooder}
+    out.line()
+    out.line(
+        f"device feedback ({firmware.feedback_topic('{device_id}')}, QoS 0): "
+        f"taza_feedback_published_total {fmt(m.get('taza_feedback_published_total', 0))}"
+    )
+    received = sum(len(docs) for docs in told.values())
+    out.line(
+        f"  the demo's subscriber received {fmt(received)}, for {len(faulty)} faulty devices"
+        + (f" and {stack.flooder} ({len(told[stack.flooder])})" if stack.flooder in told else "")
+        + "; at most 5 at once per device, then one every 5 s"
+    )
+    if not faulty:
+        out.line("  no faulty device was told anything")
+        return
+    device = max(sorted(faulty), key=lambda d: len(faulty[d]))
+    out.line(
+        f"  what {device}'s firmware engineer sees: "
+        f"mosquitto_sub -t '{firmware.feedback_topic(device)}'"
+    )
+    for doc in faulty[device][:3]:
+        text = f"{doc.get('reason', '?')}: {doc.get('detail', '')}"
+        out.line(f"    {text if len(text) <= 96 else text[:95] + '…'}")
+
+
+def rate_limit(stack: Stack, by_reason: dict[str, int]) -> bool:
+    """The flooding device throttled, the others not: its refusals are the counter's, and
+    the database holds exactly the rest of what it sent. True when that adds up."""
+    flood = stack.flood
+    assert stack.influxd is not None
+    out = stack.out
+    out.line()
+    if flood is None:
+        out.line("rate limit: the run was too short for the flooding device")
+        return True
+    limited = int(stack.metrics().get("taza_rate_limited_total", 0))
+    rows = stack.influxd.query(
+        f"SELECT count(fill_pct) AS n FROM fill WHERE device_id = '{flood.device_id}'", DB
+    )
+    stored = int(sum(num(r.get("n")) for r in rows))
+    others = limited - (flood.acked - stored)
+    out.line(
+        f"rate limit (per device: 100 messages/s, bursts of 1,000): {flood.device_id} sent "
+        f"{fmt(flood.acked)} in {flood.seconds:.1f} s, {fmt(stored)} stored, "
+        f"{fmt(flood.acked - stored)} refused"
+    )
+    out.line(
+        f"  taza_rate_limited_total {fmt(limited)} · dead letters rate_limited "
+        f"{fmt(by_reason.get('rate_limited', 0))} · other devices rate-limited {fmt(others)} "
+        "(and 0 lost: verify above)"
+    )
+    return others == 0 and limited == by_reason.get("rate_limited", 0) and stored > 0
+
+
+def access(stack: Stack) -> bool:
+    """The API tokens and what the API answers each caller."""
+    tokens = stack.tokens
+    assert tokens is not None
+    out = stack.out
+    out.line()
+    out.line(f"API tokens (TAZA_API_TOKENS_FILE {rel(tokens.file)}, made by `taza tokens add`)")
+    out.line("  demo secrets on loopback, printed on purpose; never print real ones")
+    out.line(f"  {'operator':<15} {tokens.operator}")
+    out.line(f"  {'crew ' + tokens.crew_region:<15} {tokens.crew}")
+    others = [r for r in stack.o.regions if r != tokens.crew_region]
+    return security.api_check(out, stack.http, tokens, others[0] if others else None)
+
+
+def broker_security(stack: Stack) -> bool:
+    out = stack.out
+    out.line()
+    out.line("security check: a second broker with the production profile (deploy: docs/deploy.md)")
+    if not (GUARD_SRC / "Makefile").exists():
+        out.line(
+            f"  not run: the profile's guard plugin is built from its source, {GUARD_SRC} "
+            "(a checkout; the wheel does not ship it)"
+        )
+        return True
+    return security.broker_check(stack.sup, stack.env, stack.fleet, out)

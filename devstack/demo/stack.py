@@ -21,6 +21,8 @@ from typing import IO, Any
 from devstack import metrics
 from devstack.demo.console import Console, fmt, progress_header, progress_row, rel
 from devstack.demo.crew import AlertFeed
+from devstack.demo.firmware import FeedbackFeed, Flood, flood
+from devstack.demo.security import Tokens, make_tokens
 from devstack.demo.supervisor import (
     Child,
     DemoError,
@@ -37,6 +39,9 @@ from devstack.servers import HOST, InfluxDB1, Mosquitto, ServerError, free_port
 DB = "taza"
 MALFORMED_RATE = 0.005
 DUPLICATE_RATE = 0.005
+# One device sends this many messages at once, a third into the run: 2.5× the rate limit's
+# default burst (1000), so most are refused as rate_limited (docs/protocol.md, "Rate limit").
+FLOOD_COUNT = 2500
 
 
 @dataclass
@@ -51,9 +56,10 @@ class Options:
     keep_running: bool
 
 
-def ingest_metrics(http: str) -> dict[str, float]:
-    """taza-ingest's /metrics: {sample name: value summed over its label sets}."""
-    status, body = http_get(f"{http}/metrics")
+def ingest_metrics(http: str, token: str | None = None) -> dict[str, float]:
+    """taza-ingest's /metrics: {sample name: value summed over its label sets}; with API
+    tokens it needs an operator token."""
+    status, body = http_get(f"{http}/metrics", token=token)
     if status != 200:
         raise OSError(f"{http}/metrics: HTTP {status}")
     return metrics.totals(body)
@@ -72,6 +78,9 @@ class Stack:
         self.ingest: Child | None = None
         self.http = ""
         self.crew: AlertFeed | None = None
+        self.feedback: FeedbackFeed | None = None
+        self.flood: Flood | None = None
+        self.tokens: Tokens | None = None
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TAZA_")}
         self.env["PYTHONUNBUFFERED"] = "1"
 
@@ -88,6 +97,22 @@ class Stack:
     @property
     def data_dir(self) -> Path:
         return self.var / "ingest"
+
+    @property
+    def tokens_file(self) -> Path:
+        return self.var / "api-tokens.json"
+
+    @property
+    def flooder(self) -> str:
+        return f"eb-{self.o.regions[0]}-flood"
+
+    @property
+    def token(self) -> str | None:
+        """The operator token: what the demo itself asks /metrics and the API with."""
+        return self.tokens.operator if self.tokens is not None else None
+
+    def metrics(self) -> dict[str, float]:
+        return ingest_metrics(self.http, self.token)
 
     def run_tool(self, name: str, argv: list[str], timeout: float) -> tuple[int, str]:
         return self.sup.run_tool(name, argv, timeout, self.env)
@@ -146,6 +171,8 @@ class Stack:
             if port is None:
                 port = free_port()
             self.http = f"http://{HOST}:{port}"
+            if self.tokens is None:
+                self.tokens = make_tokens(self.sup, self.env, self.tokens_file, self.o.regions[0])
             env = {
                 **self.env,
                 "TAZA_MQTT_URL": self.mosquitto.url,
@@ -157,6 +184,7 @@ class Stack:
                 "TAZA_DATA_DIR": str(self.data_dir),
                 "TAZA_HTTP_ADDR": f"{HOST}:{port}",
                 "TAZA_LOG_FORMAT": "text",
+                "TAZA_API_TOKENS_FILE": str(self.tokens_file),
                 # The simulated day is replayed in a minute, so its alerts are hours old by the
                 # wall clock; live notification for all of it, as if the day were happening now.
                 "TAZA_ALERT_NOTIFY_MAX_AGE_S": str(int(self.o.duration_s * self.o.speed) + 3600),
@@ -192,11 +220,15 @@ class Stack:
         """A crew app's subscription to every alert, before any device publishes."""
         assert self.mosquitto is not None
         self.crew = AlertFeed(self.mosquitto.host, self.mosquitto.port).start()
+        self.feedback = FeedbackFeed(self.mosquitto.host, self.mosquitto.port).start()
 
     def stop_crew(self) -> None:
         if self.crew is not None:
             self.crew.stop()
             self.crew = None
+        if self.feedback is not None:
+            self.feedback.stop()
+            self.feedback = None
 
     def run_fleet(self) -> None:
         o = self.o
@@ -242,6 +274,18 @@ class Stack:
                     self.out.line(f"  taza-sim: (more in {rel(log)})")
             if rc is not None:
                 break
+            if self.flood is None and time.monotonic() - t0 >= o.duration_s / 3:
+                self.flood = flood(
+                    self.mosquitto.host,
+                    self.mosquitto.port,
+                    o.regions[0],
+                    self.flooder,
+                    FLOOD_COUNT,
+                )
+                self.out.line(
+                    f"  {self.flooder} floods: {FLOOD_COUNT:,} messages at once "
+                    "(the rate limit: 100/s, bursts of 1,000)"
+                )
             if self.ingest.proc.poll() is not None:
                 raise failure(
                     f"taza-ingest died during the run ({exit_text(self.ingest.proc.returncode)})",
@@ -276,7 +320,7 @@ class Stack:
     def _row(self, latest: dict[str, object], elapsed: float) -> str:
         m: dict[str, float] = {}
         with contextlib.suppress(OSError, ValueError):
-            m = ingest_metrics(self.http)
+            m = self.metrics()
         return progress_row(dict(latest), m, elapsed)
 
     def wait_stored(self, timeout: float = 60.0) -> None:
@@ -286,12 +330,17 @@ class Stack:
         with self.run_log.open("rb") as f:
             for line in f:
                 expected += b'"acked":true' in line
+        if self.flood is not None:  # not in taza-sim's log: acknowledged all the same
+            self.flood.done.wait(60)
+            if self.flood.error:
+                raise DemoError(f"the flooding device failed: {self.flood.error}")
+            expected += self.flood.acked
         t0 = time.monotonic()
         last_acked, still_since = -1.0, t0
         while True:
             if self.ingest.proc.poll() is not None:
                 raise failure("taza-ingest died after the run", self.ingest.log)
-            m = ingest_metrics(self.http)
+            m = self.metrics()
             acked = m.get("taza_messages_acked_total", 0.0)
             idle = m.get("taza_queue_depth", 0.0) == 0
             now = time.monotonic()

@@ -130,10 +130,13 @@ def exit_text(rc: int) -> str:
 
 
 def tool(name: str) -> list[str]:
-    """The console script next to this interpreter (what a user types), or `python -m`."""
+    """The console script next to this interpreter (what a user types), or `python -m`
+    (``-c`` for ``taza``)."""
     script = Path(sys.executable).with_name(name)
     if script.exists():
         return [str(script)]
+    if name == "taza":  # operators/ has no __main__ module
+        return [sys.executable, "-c", "from operators.cli import main; main(prog_name='taza')"]
     return [sys.executable, "-m", {"taza-ingest": "ingest", "taza-sim": "simulator.cli"}[name]]
 
 
