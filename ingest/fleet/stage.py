@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from devices.message import Message
 from devices.registry import DeviceInfo
-from ingest.batch import Accepted
+from ingest.batch import Accepted, Delivered
 from ingest.fleet.errors import FleetConfigError, SnapshotError
 from ingest.fleet.events import AlertTransition, Anomaly, Collection, Event
 from ingest.fleet.fleet import Fleet
@@ -245,37 +245,54 @@ class FleetStage:
     # ----- the sink -------------------------------------------------------------------------
 
     async def delivered(self, messages: Sequence[Accepted]) -> None:
+        """Journal the batch (its fdatasync in a worker thread, overlapped with the rules:
+        ≈ 17 ms a 5,000-message batch that blocked the event loop), apply it, and only once
+        the journal is durable publish and hand over its events."""
         now_ms = int(self.clock() * 1000)
-        assert self.journal is not None, "FleetStage.open() first"
-        self.journal.append(now_ms, messages)
-        started = time.process_time()
-        apply = self._apply
-        events: list[Event] = []
-        for a in messages:
-            events += apply(a.message, a.device, now_ms)
-        self.apply_seconds.inc(time.process_time() - started)
-        self.applied_total.inc(len(messages))
-        self.applied += len(messages)
+        journal = self.journal
+        assert journal is not None, "FleetStage.open() first"
+        batch = Delivered.of(messages)
+        record = journal.record(now_ms, batch.sources)
+        journal.writing = True
+        try:
+            durable = asyncio.get_running_loop().run_in_executor(None, journal.write, record)
+            started = time.process_time()
+            apply = self._apply
+            events: list[Event] = []
+            for m, d in zip(batch.messages, batch.devices, strict=True):
+                events += apply(m, d, now_ms)
+            self.apply_seconds.inc(time.process_time() - started)
+            await durable
+        finally:
+            journal.writing = False
+        n = len(batch)
+        self.applied_total.inc(n)
+        self.applied += n
         await self._emit(events, now_ms)
 
     def _apply(self, message: Message, info: DeviceInfo | None, now_ms: int) -> list[Event]:
-        """One message through the rules. A message they fail on (a bug, not bad input: that
-        was refused at decode) is already stored; since the stage runs before the PUBACK and
-        replays its journal at start, letting the error through would fail the same message
-        on every restart. So it is logged, counted and skipped for the state."""
+        """One message through the rules (the journal replay at start)."""
         try:
             return self.fleet.apply(message, info, now_ms)
         except Exception as exc:
-            self.apply_failed.inc()
-            log.exception(
-                "fleet_apply_failed",
-                device_id=message.topic.device_id,
-                topic=str(message.topic),
-                seq=message.seq,
-                error=f"{type(exc).__name__}: {exc}",
-                action="message stored; its effect on the fleet state skipped",
-            )
+            self._failed(message, exc)
             return []
+
+    def _failed(self, message: Message, exc: Exception) -> None:
+        """A message the rules fail on (a bug, not bad input: that was refused at decode) is
+        already stored; since the stage runs before the PUBACK and replays its journal at
+        start, letting the error through would fail the same message on every restart. So it
+        is logged, counted and skipped for the state."""
+        self.apply_failed.inc()
+        log.error(
+            "fleet_apply_failed",
+            device_id=message.topic.device_id,
+            topic=str(message.topic),
+            seq=message.seq,
+            error=f"{type(exc).__name__}: {exc}",
+            action="message stored; its effect on the fleet state skipped",
+            exc_info=exc,
+        )
 
     async def _emit(self, events: list[Event], now_ms: int) -> None:
         if not events:
@@ -318,6 +335,7 @@ class FleetStage:
             if (
                 self.journal is not None
                 and self.journal.entries
+                and not self.journal.writing
                 and mono - self._last_snapshot >= self.snapshot_interval_s
                 and self.history.idle
             ):
