@@ -51,6 +51,10 @@ from ingest.writers import Writer
 log = structlog.get_logger("ingest.fleet")
 
 CLOCK_STEP_S = 0.5
+# The rules of 5,000 messages take 15-35 ms of the one event loop; run whole, the intake
+# reads nothing meanwhile and the broker's sends back up. Applied this many at a time, with
+# the loop free in between (the journal record's write is in flight, so no snapshot meanwhile).
+APPLY_CHUNK = 1000
 _EVENT_KIND: dict[type, str] = {
     AlertTransition: "alert",
     Collection: "collection",
@@ -256,16 +260,22 @@ class FleetStage:
         journal.writing = True
         try:
             durable = asyncio.get_running_loop().run_in_executor(None, journal.write, record)
-            started = time.process_time()
             apply = self._apply
             events: list[Event] = []
-            for m, d in zip(batch.messages, batch.devices, strict=True):
-                events += apply(m, d, now_ms)
-            self.apply_seconds.inc(time.process_time() - started)
+            spent = 0.0
+            n = len(batch)
+            for start in range(0, n, APPLY_CHUNK):
+                if start:
+                    await asyncio.sleep(0)  # the intake reads meanwhile (see APPLY_CHUNK)
+                started = time.process_time()
+                end = start + APPLY_CHUNK
+                for m, d in zip(batch.messages[start:end], batch.devices[start:end], strict=True):
+                    events += apply(m, d, now_ms)
+                spent += time.process_time() - started
+            self.apply_seconds.inc(spent)
             await durable
         finally:
             journal.writing = False
-        n = len(batch)
         self.applied_total.inc(n)
         self.applied += n
         await self._emit(events, now_ms)
