@@ -249,9 +249,10 @@ class FleetStage:
     # ----- the sink -------------------------------------------------------------------------
 
     async def delivered(self, messages: Sequence[Accepted]) -> None:
-        """Journal the batch (its fdatasync in a worker thread, overlapped with the rules:
-        ≈ 17 ms a 5,000-message batch that blocked the event loop), apply it, and only once
-        the journal is durable publish and hand over its events."""
+        """Journal the batch (its write + fdatasync in a worker thread, overlapped with the
+        rules: ≈ 1 ms a batch here, more when the database writes the same disk, that held the
+        event loop), apply it, and only once the journal is durable publish and hand over its
+        events; delivery acknowledges after that."""
         now_ms = int(self.clock() * 1000)
         journal = self.journal
         assert journal is not None, "FleetStage.open() first"
@@ -281,28 +282,23 @@ class FleetStage:
         await self._emit(events, now_ms)
 
     def _apply(self, message: Message, info: DeviceInfo | None, now_ms: int) -> list[Event]:
-        """One message through the rules (the journal replay at start)."""
+        """One message through the rules. A message they fail on (a bug, not bad input: that
+        was refused at decode) is already stored; since the stage runs before the PUBACK and
+        replays its journal at start, letting the error through would fail the same message
+        on every restart. So it is logged, counted and skipped for the state."""
         try:
             return self.fleet.apply(message, info, now_ms)
         except Exception as exc:
-            self._failed(message, exc)
+            self.apply_failed.inc()
+            log.exception(
+                "fleet_apply_failed",
+                device_id=message.topic.device_id,
+                topic=str(message.topic),
+                seq=message.seq,
+                error=f"{type(exc).__name__}: {exc}",
+                action="message stored; its effect on the fleet state skipped",
+            )
             return []
-
-    def _failed(self, message: Message, exc: Exception) -> None:
-        """A message the rules fail on (a bug, not bad input: that was refused at decode) is
-        already stored; since the stage runs before the PUBACK and replays its journal at
-        start, letting the error through would fail the same message on every restart. So it
-        is logged, counted and skipped for the state."""
-        self.apply_failed.inc()
-        log.error(
-            "fleet_apply_failed",
-            device_id=message.topic.device_id,
-            topic=str(message.topic),
-            seq=message.seq,
-            error=f"{type(exc).__name__}: {exc}",
-            action="message stored; its effect on the fleet state skipped",
-            exc_info=exc,
-        )
 
     async def _emit(self, events: list[Event], now_ms: int) -> None:
         if not events:
