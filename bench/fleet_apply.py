@@ -13,14 +13,22 @@ device contract, a fresh ``Fleet`` per repeat, best of ``--repeats`` (the machin
     .venv/bin/python bench/fleet_apply.py [--bins 200] [--days 3] [--repeats 3] [--json]
 
 Also counts, in one more untimed pass, the forecast fits per message (``crossing_ms`` calls).
+
+``--only stage``: the whole ``FleetStage.delivered`` instead (journal with its fdatasync in a
+temporary directory, rules, alert publishes to a counter, history lines to a fake writer) on
+compare.py's stream in the service's 5,000-message batches: CPU µs per message (all threads)
+and the collector's runs, with the service's GC thresholds after ``gc.freeze()``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import heapq
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,13 +38,18 @@ from typing import Any
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]  # bench/ingest.py would shadow the ingest package
 
+from prometheus_client import CollectorRegistry
+
 from devices import decode
 from devices.limits import Limits
 from devices.message import Kind, Message
 from devices.registry import DeviceInfo
 from devstack.publisher import fill_messages
+from ingest.batch import Batch, new_incoming
 from ingest.fleet import Fleet, Thresholds, forecast
 from ingest.fleet.settings import FleetSettings
+from ingest.fleet.stage import FleetStage
+from ingest.service import GC_THRESHOLDS
 from simulator.stream import PUBLISH, FaultConfig, Models, StreamStats, device_stream
 
 T0_S = 1_780_000_000.0  # 2026-05-28T20:26:40Z
@@ -100,6 +113,85 @@ def compare_stream(n: int = 100_000, devices: int = 1000) -> Stream:
     return out
 
 
+class _NoDatabase:
+    description = "none"
+
+    async def start(self) -> None:
+        pass
+
+    async def write(self, body: bytes) -> None:
+        pass
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+def stage_batches(n: int = 100_000, devices: int = 1000, size: int = 5000) -> list[Batch]:
+    """compare.py's stream (as :func:`compare_stream`) as the pipeline hands it to delivery:
+    decoded, with its raw payloads (the journal keeps them); no lines (the stage never reads
+    them)."""
+    per = -(-n // devices)
+    payloads = [p for _, p, _ in fill_messages(devices, per, prefix="cmp")][:n]
+    received = datetime.now(UTC)
+    batches = []
+    for start in range(0, n, size):
+        batch = Batch()
+        for i in range(start, min(n, start + size)):
+            topic = f"taza/v1/almaty/ecobox/cmp-p{i % 4}/fill"
+            m = decode(topic, payloads[i], received, LIMITS)
+            batch.add_accepted(
+                new_incoming(i, 1, 1, topic, payloads[i], received, 0.0), [], m, None
+            )
+        batches.append(batch)
+    return batches
+
+
+async def _stage_pass(batches: list[Batch], th: Thresholds, directory: str) -> dict[str, float]:
+    published = 0
+
+    def publish(topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        nonlocal published
+        published += 1
+
+    stage = FleetStage(FleetSettings(th), writer=_NoDatabase(), publish=publish,
+                       data_dir=Path(directory), registry=None, metrics=CollectorRegistry(),
+                       ready=lambda: True, read_retained=None, spool_max_bytes=1 << 30)  # fmt: skip
+    stage.open()
+    history = asyncio.create_task(stage.history.run())
+    runs = 0
+
+    def counted(phase: str, info: dict[str, int]) -> None:
+        nonlocal runs
+        runs += phase == "start"
+
+    gc.callbacks.append(counted)
+    cpu = time.process_time()
+    for batch in batches:
+        await stage.delivered(batch.delivered())
+        await asyncio.sleep(0)  # the history task takes its lines, as in the service
+    cpu = time.process_time() - cpu
+    gc.callbacks.remove(counted)
+    history.cancel()
+    stage.close()
+    n = sum(len(b.messages) for b in batches)
+    return {"messages": n, "us_per_msg": round(cpu / n * 1e6, 2),
+            "gc_runs": runs, "alert_publishes_per_msg": round(published / n, 4)}  # fmt: skip
+
+
+def measure_stage(repeats: int, th: Thresholds) -> dict[str, float]:
+    batches = stage_batches()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    results = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="taza-stage-") as tmp:
+            results.append(asyncio.run(_stage_pass(batches, th, tmp)))
+    return min(results, key=lambda r: r["us_per_msg"])
+
+
 def run(stream: Stream, th: Thresholds) -> tuple[float, int]:
     """(seconds, events) of one pass through a fresh fleet."""
     fleet = Fleet(FleetSettings(th))
@@ -139,7 +231,9 @@ def main() -> None:
     ap.add_argument("--bins", type=int, default=200)
     ap.add_argument("--days", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=("compare", "15min", "5min", "backlog"), action="append")
+    ap.add_argument(
+        "--only", choices=("compare", "15min", "5min", "backlog", "stage"), action="append"
+    )
     ap.add_argument("--forecast-interval-s", type=float, default=None,
                     help="device time between refits (0: a fit per reading)")  # fmt: skip
     ap.add_argument("--json", action="store_true")
@@ -152,10 +246,20 @@ def main() -> None:
         "15min": lambda: live(args.bins, args.days, 900),
         "5min": lambda: live(args.bins, args.days / 3, 300),
         "backlog": lambda: backlog(args.bins, args.days),
+        "stage": lambda: [],
     }
     results = {}
     for name, build in builders.items():
+        if name == "stage" and not (args.only and name in args.only):
+            continue  # only when asked: it measures the stage, not ``apply``
         if args.only and name not in args.only:
+            continue
+        if name == "stage":
+            results[name] = r = measure_stage(args.repeats, th)
+            if not args.json:
+                print(f"stage    {r['messages']:>7} msgs  {r['us_per_msg']:6.2f} µs/msg (CPU, "
+                      f"FleetStage.delivered)  gc runs {r['gc_runs']}  alert publishes/msg "
+                      f"{r['alert_publishes_per_msg']:.4f}", flush=True)  # fmt: skip
             continue
         results[name] = measure(build(), args.repeats, th)
         if not args.json:

@@ -188,3 +188,18 @@ def test_events_of_simulated_bins_are_accepted_by_influxdb(
     assert rows[0]["count"] == sum(1 for e in out if type(e) is Collection)
     tags = {r["tagKey"] for r in influxd.query('SHOW TAG KEYS FROM "alert"', influx_db)}
     assert tags == {"alert", "device_id", "fraction", "kind", "region", "site"}
+
+
+def test_rfc3339_is_the_utc_millisecond_iso_form_from_1970_and_before_to_year_9999() -> None:
+    """Alert payloads and the API print times with it: ``gmtime`` formatting, checked against
+    ``datetime``'s own ISO form on ms boundaries, negative times and the last ms of 9999."""
+    from datetime import UTC, datetime, timedelta
+
+    from ingest.fleet.output import rfc3339
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    samples = [0, 1, 999, 1000, -1, -1000, -1001, 1_780_000_000_123, 253_402_300_799_999]
+    samples += range(-(10**12), 10**14, 7_777_777_777)
+    for ms in samples:
+        iso = (epoch + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
+        assert rfc3339(ms) == iso.removesuffix("+00:00") + "Z", ms

@@ -5,6 +5,7 @@ history spool, settings, and the fleet-file column. A fake writer stands in for 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -323,3 +324,51 @@ def test_a_message_the_rules_fail_on_is_skipped_not_looped(
     again = make_stage(tmp_path, FakeWriter(), Published())  # the journal replays it: no raise
     assert again.apply_failed._value.get() == 1
     assert again.get("eb-1") is not None
+
+
+def test_no_snapshot_truncates_the_journal_while_a_batch_record_is_being_synced(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal's fdatasync runs in a worker thread while the batch is applied; a snapshot
+    taken then (the clock task runs meanwhile) would cover the batch and truncate a record
+    still being written. The clock skips it until the write is done, and the record is on
+    disk before ``delivered`` returns (i.e. before the PUBACK)."""
+    stage = make_stage(tmp_path, FakeWriter(), Published())
+    stage.snapshot_interval_s = 0.0
+    stage.tick_interval_s = 0.01
+    loop.run_until_complete(stage.delivered(fills([70.0, 71.0])))
+    journal = stage.journal
+    assert journal is not None
+    release = threading.Event()
+    in_write = threading.Event()
+    write = journal.write
+
+    def slow_write(record: bytes) -> None:
+        in_write.set()
+        release.wait(5)
+        write(record)
+
+    monkeypatch.setattr(journal, "write", slow_write)
+    snapshots: list[bool] = []
+    monkeypatch.setattr(stage, "save_snapshot", lambda: snapshots.append(journal.writing))
+
+    async def scenario() -> None:
+        clock = asyncio.create_task(stage.run_clock())
+        delivering = asyncio.create_task(
+            stage.delivered(fills([72.0, 73.0], start_seq=2, t0=T0 + 2 * MIN))
+        )
+        await asyncio.to_thread(in_write.wait, 5)
+        await asyncio.sleep(0.8)  # more than one clock step while the record is in flight
+        assert not delivering.done(), "delivered returned before its record was durable"
+        assert snapshots == []
+        release.set()
+        await delivering
+        lines = (tmp_path / "fleet" / JOURNAL).read_bytes().splitlines()
+        assert len(lines) == 2
+        assert b'\\"seq\\": 3' in lines[1]
+        await asyncio.sleep(0.8)
+        clock.cancel()
+
+    loop.run_until_complete(scenario())
+    assert snapshots, "the clock snapshots once the record is written"
+    assert not any(snapshots), "no snapshot while a record was in flight"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.batch import Accepted, Batch, Incoming
+from ingest.batch import Accepted, Batch, Delivered, Incoming
 from ingest.deadletter import DeadLetterStore, read_records
 from ingest.delivery import Delivery
 from ingest.metrics import Metrics
@@ -244,3 +244,20 @@ def test_a_message_that_trips_a_bug_is_dead_lettered_not_fatal(
     assert [d.reason.value for d in batch.rejects] == ["internal_error"]
     assert "KeyError" in batch.rejects[0].detail
     assert len(batch.messages) == 2
+
+
+async def test_delivered_reads_as_the_accepted_messages_without_those_the_database_refused() -> (
+    None
+):
+    pipeline = Pipeline(Metrics(), limits=limits_from(4096, 86400, False))
+    batch = _batch(pipeline, 1, [1, 2, 3, 4])
+    batch.refused = {1, 3}
+    delivered = batch.delivered()
+    kept = [batch.sources[0], batch.sources[2]]
+    assert len(delivered) == 2
+    assert [a.source for a in delivered] == kept == delivered.sources
+    assert [a.message for a in delivered] == [batch.messages[0], batch.messages[2]]
+    assert delivered[1].source is batch.sources[2]
+    assert delivered[-1] == list(delivered)[-1]
+    assert [a.source for a in delivered[1:]] == [batch.sources[2]]
+    assert Delivered.of(list(delivered)).sources == kept

@@ -12,42 +12,55 @@ to history only, while the retained topic always shows the present.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import orjson
 
 from devices.escaping import float_field, string_field, tag_value
-from ingest.fleet.events import AlertState, AlertTransition, Anomaly, Collection, Event, Source
+from ingest.fleet.events import AlertState, AlertTransition, Anomaly, Collection, Event
 
 ALERT_TOPIC = "taza/v1/alerts/{region}/{device_id}/{alert}"
 ALERT_FILTER = "taza/v1/alerts/#"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FIRING = AlertState.FIRING
+_RESOLVED = AlertState.RESOLVED
 
 
 def rfc3339(ms: int) -> str:
-    """``2026-05-01T11:59:30.250Z``: UTC, milliseconds."""
-    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")[:-6] + "Z"
+    """``2026-05-01T11:59:30.250Z``: UTC, milliseconds (``gmtime``: 1.4 µs, ``datetime``'s
+    ``isoformat`` 2.4)."""
+    s, frac = divmod(ms, 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(s))}.{frac:03d}Z"
 
 
-def _registry_tags(source: Source) -> tuple[str, str]:
-    """(``,fraction=…`` or "", ``,site=…`` or "")."""
-    info = source.info
-    if info is None:
-        return "", ""
-    fraction = f",fraction={tag_value(info.fraction)}" if info.fraction else ""
-    site = f",site={tag_value(info.site)}" if info.site else ""
-    return fraction, site
+@lru_cache(maxsize=1 << 16)
+def _tags(
+    device_id: str, region: str, kind: str, fraction: str | None, site: str | None
+) -> tuple[str, str, str, str, str]:
+    """A device's escaped tags, (device_id, region, kind, ``,fraction=…`` or "", ``,site=…``
+    or ""): the same few devices fire many events, and escaping is ≈ 1 µs a tag."""
+    return (
+        tag_value(device_id),
+        tag_value(region),
+        tag_value(kind),
+        f",fraction={tag_value(fraction)}" if fraction else "",
+        f",site={tag_value(site)}" if site else "",
+    )
 
 
 def line(event: Event) -> str:
     """The line-protocol line of one event (no trailing newline)."""
     s = event.source
-    dev = tag_value(s.device_id)
-    region = tag_value(s.region)
+    info = s.info
+    if info is None:
+        dev, region, kind, fraction, site = _tags(s.device_id, s.region, s.kind, None, None)
+    else:
+        dev, region, kind, fraction, site = _tags(
+            s.device_id, s.region, s.kind, info.fraction, info.site
+        )
     if type(event) is Collection:
-        fraction, site = _registry_tags(s)
         return (
             f"collection,device_id={dev}{fraction},region={region}{site} "
             f"fill_before_pct={float_field(event.fill_before_pct)},"
@@ -55,17 +68,16 @@ def line(event: Event) -> str:
         )
     if type(event) is Anomaly:
         return (
-            f"anomaly,anomaly={tag_value(event.anomaly.value)},device_id={dev},region={region} "
+            f"anomaly,anomaly={tag_value(event.anomaly)},device_id={dev},region={region} "
             f"value={float_field(event.value)} {event.time_ns}"
         )
     if type(event) is AlertTransition:
-        fraction, site = _registry_tags(s)
         return (
             f"alert,alert={tag_value(event.alert)},device_id={dev}{fraction},"
-            f"kind={tag_value(s.kind)},region={region}{site} "
-            f"state={string_field(event.state.value)},severity={string_field(event.severity)},"
+            f"kind={kind},region={region}{site} "
+            f'state="{event.state}",severity="{event.severity}",'
             f"value={float_field(event.value)},episode={string_field(event.episode)},"
-            f"cause={string_field(event.cause.value)} {event.time_ns}"
+            f'cause="{event.cause}" {event.time_ns}'
         )
     raise TypeError(f"not a fleet event: {type(event).__name__}")
 
@@ -82,18 +94,18 @@ def alert_topic(t: AlertTransition) -> str:
 def alert_document(t: AlertTransition) -> dict[str, object]:
     """The JSON object of an alert message (firing or resolved)."""
     s = t.source
-    doc: dict[str, object] = {
-        "state": t.state.value,
+    doc: dict[str, object] = {  # enum members are ``StrEnum``s: their value, also in orjson
+        "state": t.state,
         "alert": t.alert,
         "device_id": s.device_id,
         "region": s.region,
         "kind": s.kind,
-        "severity": t.severity.value,
+        "severity": t.severity,
         "value": t.value,
         "threshold": t.threshold,
         "since": rfc3339(t.since_ms),
         "episode": t.episode,
-        "cause": t.cause.value,
+        "cause": t.cause,
     }
     info = s.info
     if info is not None:
@@ -105,7 +117,7 @@ def alert_document(t: AlertTransition) -> dict[str, object]:
             capacity_l=info.capacity_l,
             report_interval_s=info.report_interval_s,
         )
-    if t.state is AlertState.RESOLVED:
+    if t.state is _RESOLVED:
         doc["resolved_at"] = rfc3339(t.ts_ms)
     elif t.forecast is not None:
         f = t.forecast
@@ -141,25 +153,33 @@ def plan_mqtt(events: Sequence[Event], now_ms: int, max_age_s: float) -> list[Mq
       removes a retained firing message an earlier batch may have left.
     """
     oldest = now_ms - int(max_age_s * 1000)
-    transitions = [e for e in events if type(e) is AlertTransition]
-    resolved_in_batch = {t.episode for t in transitions if t.state is AlertState.RESOLVED}
-    fired_in_batch = {t.episode for t in transitions if t.state is AlertState.FIRING}
-    fired_young = {
-        t.episode for t in transitions if t.state is AlertState.FIRING and t.ts_ms >= oldest
-    }
+    transitions = []
+    resolved_in_batch: set[str] = set()
+    fired_in_batch: set[str] = set()
+    fired_young: set[str] = set()
+    for e in events:
+        if type(e) is AlertTransition:
+            transitions.append(e)
+            if e.state is _FIRING:
+                fired_in_batch.add(e.episode)
+                if e.ts_ms >= oldest:
+                    fired_young.add(e.episode)
+            else:
+                resolved_in_batch.add(e.episode)
     out: list[MqttMessage] = []
+    add = out.append
     for t in transitions:
         young = t.ts_ms >= oldest
         topic = alert_topic(t)
-        if t.state is AlertState.FIRING:
+        if t.state is _FIRING:
             if t.episode in resolved_in_batch and not young:
                 continue
-            out.append(MqttMessage(topic, alert_payload(t), True, young))
+            add(MqttMessage(topic, alert_payload(t), True, young))
         else:
             fired_old = t.episode in fired_in_batch and t.episode not in fired_young
             if fired_old and not young:
                 continue
             if young:
-                out.append(MqttMessage(topic, alert_payload(t), False, True))
-            out.append(MqttMessage(topic, b"", True, False))
+                add(MqttMessage(topic, alert_payload(t), False, True))
+            add(MqttMessage(topic, b"", True, False))
     return out

@@ -22,7 +22,7 @@ import structlog
 
 from devices import Ignored, Limits, Rejected, decode
 from devices.message import Message
-from ingest.batch import Accepted
+from ingest.batch import Accepted, Delivered, Source
 
 log = structlog.get_logger("ingest.fleet")
 
@@ -71,19 +71,30 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.entries = 0
+        self.writing = False
         self._fh = open(path, "ab")  # noqa: SIM115 - owned for the life of the stage
 
     def append(self, now_ms: int, messages: Sequence[Accepted]) -> None:
+        self.write(self.record(now_ms, Delivered.of(messages).sources))
+
+    @staticmethod
+    def record(now_ms: int, sources: Sequence[Source]) -> bytes:
+        """One batch's line (encoded on the event loop: orjson holds the GIL anyway)."""
         rows = []
         at = None
         at_us = 0
-        for a in messages:
-            s = a.source
+        for s in sources:
             if s.received_at is not at:  # one receive time per intake buffer: shared
                 at = s.received_at
                 at_us = (at - _EPOCH) // _US
             rows.append((s.topic, s.payload.decode(), at_us))
-        self._fh.write(orjson.dumps({"n": now_ms, "r": rows}) + b"\n")
+        return orjson.dumps({"n": now_ms, "r": rows}) + b"\n"
+
+    def write(self, record: bytes) -> None:
+        """Append and fdatasync: blocking, so the stage runs it in a worker thread (the
+        syscalls release the GIL) while the batch is applied. ``writing`` is the stage's to
+        set around it: no truncation while a record is in flight."""
+        self._fh.write(record)
         self._fh.flush()
         os.fdatasync(self._fh.fileno())
         self.entries += 1

@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from devices.message import Message
 from devices.registry import DeviceInfo
-from ingest.batch import Accepted
+from ingest.batch import Accepted, Delivered
 from ingest.fleet.errors import FleetConfigError, SnapshotError
 from ingest.fleet.events import AlertTransition, Anomaly, Collection, Event
 from ingest.fleet.fleet import Fleet
@@ -51,6 +51,10 @@ from ingest.writers import Writer
 log = structlog.get_logger("ingest.fleet")
 
 CLOCK_STEP_S = 0.5
+# The rules of 5,000 messages take 15-35 ms of the one event loop; run whole, the intake
+# reads nothing meanwhile and the broker's sends back up. Applied this many at a time, with
+# the loop free in between (the journal record's write is in flight, so no snapshot meanwhile).
+APPLY_CHUNK = 1000
 _EVENT_KIND: dict[type, str] = {
     AlertTransition: "alert",
     Collection: "collection",
@@ -245,17 +249,36 @@ class FleetStage:
     # ----- the sink -------------------------------------------------------------------------
 
     async def delivered(self, messages: Sequence[Accepted]) -> None:
+        """Journal the batch (its write + fdatasync in a worker thread, overlapped with the
+        rules: ≈ 1 ms a batch here, more when the database writes the same disk, that held the
+        event loop), apply it, and only once the journal is durable publish and hand over its
+        events; delivery acknowledges after that."""
         now_ms = int(self.clock() * 1000)
-        assert self.journal is not None, "FleetStage.open() first"
-        self.journal.append(now_ms, messages)
-        started = time.process_time()
-        apply = self._apply
-        events: list[Event] = []
-        for a in messages:
-            events += apply(a.message, a.device, now_ms)
-        self.apply_seconds.inc(time.process_time() - started)
-        self.applied_total.inc(len(messages))
-        self.applied += len(messages)
+        journal = self.journal
+        assert journal is not None, "FleetStage.open() first"
+        batch = Delivered.of(messages)
+        record = journal.record(now_ms, batch.sources)
+        journal.writing = True
+        try:
+            durable = asyncio.get_running_loop().run_in_executor(None, journal.write, record)
+            apply = self._apply
+            events: list[Event] = []
+            spent = 0.0
+            n = len(batch)
+            for start in range(0, n, APPLY_CHUNK):
+                if start:
+                    await asyncio.sleep(0)  # the intake reads meanwhile (see APPLY_CHUNK)
+                started = time.process_time()
+                end = start + APPLY_CHUNK
+                for m, d in zip(batch.messages[start:end], batch.devices[start:end], strict=True):
+                    events += apply(m, d, now_ms)
+                spent += time.process_time() - started
+            self.apply_seconds.inc(spent)
+            await durable
+        finally:
+            journal.writing = False
+        self.applied_total.inc(n)
+        self.applied += n
         await self._emit(events, now_ms)
 
     def _apply(self, message: Message, info: DeviceInfo | None, now_ms: int) -> list[Event]:
@@ -318,6 +341,7 @@ class FleetStage:
             if (
                 self.journal is not None
                 and self.journal.entries
+                and not self.journal.writing
                 and mono - self._last_snapshot >= self.snapshot_interval_s
                 and self.history.idle
             ):
