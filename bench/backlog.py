@@ -71,6 +71,8 @@ def main() -> None:
                     "TAZA_INFLUX_URL": influxd.url,
                     "TAZA_INFLUX_DB": store.db,
                     "TAZA_STATS_INTERVAL_S": "0",
+                    # 4 C publishers = 4 topics = 4 "devices" (see compare.py's run_taza)
+                    "TAZA_RATE_LIMIT_PER_S": "0",
                 },
                 free_port(),
             ).start()
