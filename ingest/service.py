@@ -284,11 +284,7 @@ class Service:
 
     def _write_attempts(self) -> int:
         """Completed database writes, good or bad: a stage retrying a slow database moves."""
-        sample = self.metrics.registry.get_sample_value
-        done = sample("taza_batch_write_seconds_count") or 0
-        for kind in ("unavailable", "refused"):
-            done += sample("taza_write_errors_total", {"kind": kind}) or 0
-        return int(done)
+        return self.metrics.write_attempts()
 
     def _after_dead_letters(self) -> Callable[[list[DeadLetter]], None] | None:
         """What delivery calls once rejections are stored: the dead-letter copy
