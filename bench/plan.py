@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,22 +24,11 @@ import numpy as np
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]  # bench/ingest.py would shadow the ingest package
 
+from ingest.plan import FillReading as Reading
 from ingest.plan import PlanSettings, solve_plan
 from simulator.fleet import capacity_of, generate
 
 NOW = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)  # 06:00 in Almaty: a whole shift ahead
-
-
-@dataclass
-class Reading:
-    device_id: str
-    lat: float
-    lon: float
-    fill_pct: float
-    capacity_l: float | None
-    fraction: str | None
-    site: str | None
-    forecast_full_at: datetime | None = None
 
 
 def readings(n: int, seed: int) -> list[Reading]:

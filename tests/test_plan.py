@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 
@@ -29,23 +28,14 @@ from ingest.plan import (
     select_due,
     solve_plan,
 )
+from ingest.plan import (
+    FillReading as Reading,
+)
 from ingest.plan.instance import Instance, priority_penalty
 from simulator.fleet import capacity_of, generate
 
 NOW = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)  # 06:00 in Almaty (UTC+5): the shift starts
 REASONS = {"no_trucks", "capacity", "shift_window", "solver_limit"}
-
-
-@dataclass
-class Reading:
-    device_id: str
-    lat: float
-    lon: float
-    fill_pct: float
-    capacity_l: float | None
-    fraction: str | None = None
-    site: str | None = None
-    forecast_full_at: datetime | None = None
 
 
 def fleet_readings(n: int, *, seed: int = 7, region: str = "almaty") -> list[Reading]:

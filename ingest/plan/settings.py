@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, timezone
-from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -121,25 +121,18 @@ class PlanSettings(BaseModel):
         )
 
 
-class FillReading(Protocol):
+@dataclass(frozen=True, slots=True)
+class FillReading:
     """What the fleet state knows of an eco-box (the fields of ``GET /api/v1/fill-levels``)."""
 
-    @property
-    def device_id(self) -> str: ...
-    @property
-    def lat(self) -> float: ...
-    @property
-    def lon(self) -> float: ...
-    @property
-    def fill_pct(self) -> float: ...
-    @property
-    def capacity_l(self) -> float | None: ...
-    @property
-    def fraction(self) -> str | None: ...
-    @property
-    def site(self) -> str | None: ...
-    @property
-    def forecast_full_at(self) -> datetime | None: ...
+    device_id: str
+    lat: float
+    lon: float
+    fill_pct: float
+    capacity_l: float | None
+    fraction: str | None = None
+    site: str | None = None
+    forecast_full_at: datetime | None = None
 
 
 def select_due(

@@ -6,7 +6,6 @@ process pool, so the service's loop (intake, acknowledgements) never waits for i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -19,7 +18,7 @@ from ingest.api.context import ApiContext, context
 from ingest.api.errors import ERROR_RESPONSES, ErrorOut, NotFound, Unavailable
 from ingest.api.params import DURATION_PATTERN, REGION_PATTERN, duration_s
 from ingest.api.routes.fill_levels import forecast_of
-from ingest.plan import Plan, PlanUnavailable
+from ingest.plan import FillReading, Plan, PlanUnavailable
 
 router = APIRouter(tags=["collection plan"])
 MAX_HORIZON_H = 168.0
@@ -30,21 +29,7 @@ class PlanFormat(StrEnum):
     geojson = "geojson"
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """A bin as the planner reads it (``ingest.plan.FillReading``)."""
-
-    device_id: str
-    lat: float
-    lon: float
-    fill_pct: float
-    capacity_l: float | None
-    fraction: str | None
-    site: str | None
-    forecast_full_at: datetime | None
-
-
-def readings(ctx: ApiContext, region: str) -> list[Reading]:
+def readings(ctx: ApiContext, region: str) -> list[FillReading]:
     out = []
     for st in ctx.need_fleet().states():
         src, info, level = st.source, st.source.info, st.level
@@ -53,7 +38,7 @@ def readings(ctx: ApiContext, region: str) -> list[Reading]:
         f = forecast_of(ctx, st)
         full_at = None if f is None or f.full_at_ms is None else f.full_at_ms / 1000
         out.append(
-            Reading(
+            FillReading(
                 src.device_id, info.lat, info.lon, level, info.capacity_l, info.fraction,
                 info.site, None if full_at is None else datetime.fromtimestamp(full_at, UTC),
             )
