@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
-from ingest.api import ApiContext, FleetAdapter, build_app
+from ingest.api import ApiContext, build_app
 from ingest.api.auth import Authenticator
 from ingest.fleet import Fleet
 from ingest.metrics import Metrics
@@ -53,7 +53,7 @@ def app(state: Fleet, path: Path | None, **kw: bool) -> TestClient:
         metrics,
         lambda: (True, {"subscribed": True}),
         lambda: (True, {}),
-        fleet=FleetAdapter(state),
+        fleet=state,
         registry=REGISTRY,
         auth=None if path is None else Authenticator(path, metrics.registry),
         **kw,  # type: ignore[arg-type]
@@ -197,7 +197,7 @@ def test_refusals_are_counted_by_reason_and_the_token_is_never_a_label(
         metrics,
         lambda: (True, {}),
         lambda: (True, {}),
-        fleet=FleetAdapter(fleet),
+        fleet=fleet,
         registry=REGISTRY,
         auth=Authenticator(path, metrics.registry),
     )

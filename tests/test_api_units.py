@@ -19,7 +19,7 @@ from devices import decode
 from devices.limits import Limits
 from devices.message import Kind
 from devices.registry import DeviceInfo, Registry
-from ingest.api import ApiContext, FleetAdapter, build_app
+from ingest.api import ApiContext, build_app
 from ingest.api.influx import InfluxReader
 from ingest.config import load_settings
 from ingest.errors import ConfigError
@@ -74,7 +74,7 @@ def client(fleet: Fleet | None, **kw: object) -> TestClient:
         Metrics(),
         lambda: (True, {"subscribed": True}),
         lambda: (True, {}),
-        fleet=None if fleet is None else FleetAdapter(fleet),
+        fleet=fleet,
         registry=REGISTRY,
         **kw,  # type: ignore[arg-type]
     )

@@ -7,6 +7,6 @@ history (series, alert history, collections, RVM totals) from InfluxDB 1.x via I
 
 from ingest.api.app import build_app
 from ingest.api.context import ApiContext
-from ingest.api.view import FleetAdapter, FleetView
+from ingest.api.view import FleetView
 
-__all__ = ["ApiContext", "FleetAdapter", "FleetView", "build_app"]
+__all__ = ["ApiContext", "FleetView", "build_app"]

@@ -33,6 +33,10 @@ class Fleet:
     def get(self, device_id: str) -> DeviceState | None:
         return self.devices.get(device_id)
 
+    def states(self) -> Iterator[DeviceState]:
+        """Every device's current state (do not mutate; iterate within one loop step)."""
+        return iter(self.devices.values())
+
     def apply(
         self, message: Message, info: DeviceInfo | None, now_ms: int | None = None
     ) -> list[Event]:

@@ -165,7 +165,7 @@ class FleetStage:
 
     def states(self) -> Iterator[DeviceState]:
         """Every device's current state (do not mutate; iterate within one loop step)."""
-        return iter(self.fleet.devices.values())
+        return self.fleet.states()
 
     def get(self, device_id: str) -> DeviceState | None:
         return self.fleet.get(device_id)
