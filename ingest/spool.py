@@ -25,6 +25,7 @@ import orjson
 import structlog
 
 from ingest.batch import Batch, Source
+from ingest.durable import fsync_dir
 from ingest.errors import StoreUnwritable
 
 log = structlog.get_logger("ingest.spool")
@@ -73,7 +74,7 @@ class Spool:
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.rename(final)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             for path in (tmp, final):
                 with contextlib.suppress(OSError):
@@ -98,7 +99,7 @@ class Spool:
         target = self.directory / QUARANTINE / path.name
         target.parent.mkdir(exist_ok=True)
         path.rename(target)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self.bytes -= size
         self.count -= 1
         self.quarantined += 1
@@ -113,7 +114,7 @@ class Spool:
     def remove(self, spooled: SpooledBatch) -> None:
         size = spooled.path.stat().st_size
         spooled.path.unlink()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self.bytes -= size
         self.count -= 1
 
@@ -153,11 +154,3 @@ def _deserialise(path: Path) -> SpooledBatch:
     if not sources:
         raise ValueError("empty spool file")
     return SpooledBatch(path, lines, origins, sources)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,10 +18,8 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
-import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -31,6 +29,7 @@ from pathlib import Path
 import orjson
 
 from devices.topics import REGION_RE
+from ingest.durable import write_atomically
 
 FORMAT_VERSION = 1
 _TOKEN_RE = re.compile(r"^taza_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
@@ -117,18 +116,7 @@ class TokenFile:
         doc = {"version": FORMAT_VERSION, "tokens": [_doc(e) for e in self.entries.values()]}
         data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o600)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(path, data, mode=0o600)
 
     @classmethod
     @contextlib.contextmanager

@@ -43,25 +43,6 @@ _US = timedelta(microseconds=1)
 _MS = timedelta(milliseconds=1)
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a torn one, even after a power cut."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.rename(path)
-    fsync_dir(path.parent)
-
-
 class Journal:
     """Delivered batches since the last snapshot, one JSON line each: ``{"n": now_ms, "r":
     [[topic, payload, received_at µs], ...]}`` — each message as it arrived, so replay is

@@ -36,12 +36,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from devices.message import Message
 from devices.registry import DeviceInfo
 from ingest.batch import Accepted, Delivered
+from ingest.durable import write_atomically
 from ingest.fleet.errors import FleetConfigError, SnapshotError
 from ingest.fleet.events import AlertTransition, Anomaly, Collection, Event
 from ingest.fleet.fleet import Fleet
 from ingest.fleet.history import History
 from ingest.fleet.output import alert_payload, alert_topic, lines, plan_mqtt
-from ingest.fleet.persist import JOURNAL, SNAPSHOT, Journal, read_journal, write_atomically
+from ingest.fleet.persist import JOURNAL, SNAPSHOT, Journal, read_journal
 from ingest.fleet.retained import RetainedReadError
 from ingest.fleet.settings import FleetSettings
 from ingest.fleet.state import DeviceState
