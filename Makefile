@@ -35,6 +35,8 @@ system:
 	test -f /usr/include/mosquitto_broker.h -a -f /usr/include/mosquitto.h || missing=1; \
 	command -v gcc >/dev/null 2>&1 || missing=1; \
 	if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then missing=1; extra="python3-venv python3-pip"; fi; \
+	if ! $(PYTHON) -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' >/dev/null 2>&1; then \
+		missing=1; extra="$$extra python3-dev"; fi; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing system packages: $(APT_PACKAGES) $$extra"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -49,7 +51,11 @@ system:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py compiles the modules pyproject.toml lists under [tool.taza] compiled (mypyc, into
+# the checkout): an edit to one of them reinstalls, or the tests would run the old build.
+COMPILED_SOURCES := $(shell sed -n '/^compiled = \[/,/^]/s/^ *"\(.*\.py\)",*/\1/p' pyproject.toml)
+
+$(STAMP): pyproject.toml setup.py $(COMPILED_SOURCES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
@@ -85,4 +91,6 @@ demo: setup
 	$(BIN)/python -m devstack.demo $(DEMO_ARGS)
 
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	find . -path ./.venv -prune -o -name '*.cpython-*.so' -print -delete
+	rm -f $(STAMP)

@@ -24,6 +24,7 @@ from prometheus_client import (
 )
 
 from devices import Reason
+from ingest.fleet import rules_build
 from ingest.watchdog import Watchdog
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # _created series: noise to operators
@@ -149,11 +150,16 @@ class Metrics:
         )
 
         ProcessCollector(registry=r)
-        Info("taza_build", "the running taza-ingest: package and Python versions", registry=r).info(
+        Info(
+            "taza_build",
+            "the running taza-ingest: package and Python versions, fleet rules compiled or not",
+            registry=r,
+        ).info(
             {
                 "version": taza_version(),
                 "python": platform.python_version(),
                 "implementation": platform.python_implementation(),
+                "fleet_rules": rules_build(),
             }
         )
         self.ready = Gauge(

@@ -54,6 +54,7 @@ from ingest.deadletter import DeadLetterStore
 from ingest.delivery import Delivery
 from ingest.errors import ConfigError, IngestError, StageFailed
 from ingest.feedback import Feedback
+from ingest.fleet import rules_build
 from ingest.fleet.errors import FleetConfigError
 from ingest.fleet.retained import read_retained
 from ingest.fleet.stage import FleetStage
@@ -350,6 +351,7 @@ class Service:
                     else "off"
                 ),
                 feedback=self.feedback is not None,
+                fleet_rules=rules_build() if self.fleet is not None else "off",
             )
             await stack.enter_async_context(self.intake)  # leaves first: PUBACKs, DISCONNECT
             gc.freeze()  # start-up objects (modules, registry) leave the collector's scans

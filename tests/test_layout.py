@@ -23,6 +23,7 @@ import pytest
 
 from devstack.servers import MissingBinary, find_binary
 from tests.conftest import REPO
+from tests.test_compiled import COMPILED, PURE
 
 PACKAGES = ("ingest", "devices", "simulator", "devstack")
 _SKIP_DIRS = {".git", ".venv", "var", "build", "__pycache__", ".mypy_cache", ".ruff_cache"}
@@ -184,6 +185,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (wheel,) = wheels.glob("taza_telemetry-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.startswith("tests/")], "the wheel ships the test suite"
+    for module in [] if PURE else COMPILED:  # built by setup.py's mypyc, not copied
+        stem = module.removesuffix(".py")
+        assert [n for n in names if n.startswith(stem + ".cpython-") and n.endswith(".so")], (
+            f"the wheel has no compiled {module}"
+        )
     assert "devstack/mosquitto.conf" in names
     site = tmp / "site"
     install = subprocess.run(
@@ -222,11 +228,14 @@ def test_wheel_imports_without_a_checkout(installed: tuple[Path, Path], tmp_path
         python,
         "import ingest, devices, simulator, devstack, devstack.demo.__main__\n"
         "for m in (ingest, devices, simulator, devstack): print(m.__file__)\n"
-        "import importlib.util; print(importlib.util.find_spec('tests'))",
+        "import importlib.util; print(importlib.util.find_spec('tests'))\n"
+        "import ingest.fleet.state; print(ingest.fleet.state.__file__)",
         cwd=tmp_path,
     )
     files = out.splitlines()
-    assert len(files) == 5, out
+    assert len(files) == 6, out
+    assert Path(files[5]).is_relative_to(site), f"the rules imported from elsewhere: {files[5]}"
+    assert PURE or files[5].endswith(".so"), f"the installed rules are not compiled: {files[5]}"
     for file in files[:4]:
         assert Path(file).is_relative_to(site), f"imported from outside the wheel: {file}"
     assert files[4] == "None", f"the test suite is importable from the install: {files[4]}"

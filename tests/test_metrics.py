@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from devices import Reason
 from ingest.metrics import Metrics, taza_version
 from ingest.watchdog import Watchdog
+from tests.test_compiled import PURE
 
 
 class Clock:
@@ -53,6 +54,7 @@ def test_build_info_and_process_metrics() -> None:
     m = Metrics()
     info = {"version": taza_version(), "python": platform.python_version()}
     info["implementation"] = platform.python_implementation()
+    info["fleet_rules"] = "python" if PURE else "compiled"
     assert value(m.registry, "taza_build_info", **info) == 1
     assert taza_version() != "unknown"  # installed with `pip install -e .`
     rss = value(m.registry, "process_resident_memory_bytes")

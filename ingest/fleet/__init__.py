@@ -6,6 +6,9 @@ MQTT, HTTP or database here (the wiring publishes what :mod:`ingest.fleet.output
 Rules, defaults and payloads: docs/alerts.md.
 """
 
+from importlib.machinery import EXTENSION_SUFFIXES
+
+from ingest.fleet import state as _state
 from ingest.fleet.errors import FleetConfigError, FleetError, SnapshotError
 from ingest.fleet.events import (
     AlertState,
@@ -57,4 +60,13 @@ __all__ = [
     "line",
     "lines",
     "plan_mqtt",
+    "rules_build",
 ]
+
+
+def rules_build() -> str:
+    """``compiled`` when setup.py's mypyc built the per-message rules, ``python`` when they run
+    from source (``TAZA_PURE_PYTHON=1``, or a checkout never installed): they cost about twice
+    as much then (docs/performance.md), so the start log and ``taza_build_info`` say which."""
+    file = _state.__file__ or ""
+    return "compiled" if file.endswith(tuple(EXTENSION_SUFFIXES)) else "python"
