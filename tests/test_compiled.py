@@ -60,6 +60,16 @@ def test_the_fleet_rules_run_compiled_and_built_from_this_source() -> None:
         )
 
 
+def test_no_compiled_module_outlives_its_place_on_the_list() -> None:
+    """A ``.so`` beside a ``.py`` is imported instead of it: one left by a build from before a
+    module left the list would run old code whatever the source says."""
+    listed = {str(Path(p).with_suffix("")) for p in COMPILED}
+    for package in ("ingest", "devices", "simulator", "devstack", "operators"):
+        for so in (ROOT / package).rglob("*.cpython-*.so"):
+            stem = str(so.relative_to(ROOT)).split(".cpython-")[0]
+            assert stem in listed, f"{so.relative_to(ROOT)} is not built from the list: delete it"
+
+
 def two_bins_on_one_id() -> Iterator[tuple[int, Message]]:
     """Two bins' fill readings under the first one's id, in time order: every switch between
     them is a jump up (held, spike or real) or down (emptying, or a fall without one)."""

@@ -24,7 +24,7 @@ from simulator.ecobox import EcoBox, EcoboxParams
 from simulator.fleet import device_rng
 from tests.test_fleet_support import T0, registry_entry, simulated, spec, topic
 
-Fit = Callable[[NDArray[np.float64], NDArray[np.float64]], tuple[float, float]]
+Fit = Callable[[list[float], list[float]], tuple[float, float]]
 THRESHOLD = 80.0
 LEADS_H = (6.0, 24.0)
 CAP_H = 48.0
@@ -123,7 +123,7 @@ def main() -> None:
         n = 2000
         s = time.perf_counter()
         for _ in range(n):
-            fit(x, y)
+            fit(x.tolist(), y.tolist())
         print(f"  {name}: {(time.perf_counter() - s) / n * 1e6:.0f} µs per fit of {len(x)} points")
     print(f"({time.perf_counter() - t0:.0f} s)")
 
@@ -204,6 +204,30 @@ def test_the_hour_weights_are_numpys_to_the_last_bit() -> None:
     assert forecast._weights(None) == ([1.0] * 24, [float(h) for h in range(25)])
 
 
+def _tau_numpy(
+    x_s: NDArray[np.float64], w: NDArray[np.float64], c: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """The warp as first written, vectorised: the reference for ``forecast._tau``."""
+    day = np.floor(x_s / 86400.0)
+    sod = x_s - day * 86400.0
+    h = np.minimum((sod // 3600.0).astype(np.int64), 23)
+    out: NDArray[np.float64] = day * c[24] + c[h] + w[h] * (sod - h * 3600.0) / 3600.0
+    return out
+
+
+def _least_squares_numpy(t: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[float, float]:
+    """The fit as first written (numpy, its dot products BLAS's): the reference."""
+    n = len(t)
+    tm = float(t.sum()) / n
+    ym = float(y.sum()) / n
+    dt = t - tm
+    var = float(dt @ dt)
+    if var <= 0.0:
+        return ym, 0.0
+    slope = float(dt @ (y - ym)) / var
+    return ym - slope * tm, slope
+
+
 def _crossing_ms_scan(
     t_s: NDArray[np.float64],
     y: NDArray[np.float64],
@@ -226,9 +250,9 @@ def _crossing_ms_scan(
     x[n] = base
     x[n + 1] = now_s
     x[n + 2 :] = first + 3600.0 * np.arange(horizon, dtype=np.float64)
-    taus = forecast._tau(x, w, c)
+    taus = _tau_numpy(x, w, c)
     origin = float(taus[n])
-    a, b = forecast.FIT(taus[:n] - origin, y)
+    a, b = _least_squares_numpy(taus[:n] - origin, y)
     if b <= 1e-6:
         return b, None
     target = (threshold - a) / b + origin
@@ -244,6 +268,19 @@ def _crossing_ms_scan(
     hour = int((x0 % 86400.0) // 3600.0)
     at_s = x0 + (target - t0) / w[hour] * 3600.0
     return b, max(now_ms, int(at_s * 1000))
+
+
+def assert_same_crossing(
+    got: tuple[float, int | None], ref: tuple[float, int | None], context: object
+) -> None:
+    """The rate to 1e-9 and the crossing to the millisecond: the loops add in another order
+    than numpy's pairwise sums and BLAS's dot products, so the last bits of a double differ
+    (the warp, and the crossing found from it, are the same operations)."""
+    assert abs(got[0] - ref[0]) <= 1e-9 * max(1.0, abs(ref[0])), (got, ref, context)
+    if ref[1] is None or got[1] is None:
+        assert got[1] == ref[1], (got, ref, context)
+    else:
+        assert abs(got[1] - ref[1]) <= 1, (got, ref, context)
 
 
 def test_the_crossing_is_found_exactly_as_by_scanning_two_weeks_of_hours() -> None:
@@ -269,7 +306,7 @@ def test_the_crossing_is_found_exactly_as_by_scanning_two_weeks_of_hours() -> No
                     args = (t, y, st.hist_t0_ms, now, threshold)
                     for p in (profile, None):
                         got = forecast.crossing_ms(*args, p)
-                        assert got == _crossing_ms_scan(*args, p), (args, p)
+                        assert_same_crossing(got, _crossing_ms_scan(*args, p), (args, p))
                         checked += 1
                         crossings += got[1] is not None and got[1] > now
                         beyond += got[1] is None and got[0] > 1e-6
@@ -288,4 +325,5 @@ def test_a_crossing_on_an_hour_boundary_and_at_the_horizon() -> None:
             for p in (profile, None):
                 y = 50.0 + slope * np.arange(8, dtype=np.float64)
                 args = (t, y, 1_780_000_000_000 - 5 * 3_600_000, 1_780_000_000_000, threshold)
-                assert forecast.crossing_ms(*args, p) == _crossing_ms_scan(*args, p)
+                got = forecast.crossing_ms(*args, p)
+                assert_same_crossing(got, _crossing_ms_scan(*args, p), (slope, threshold))

@@ -33,10 +33,9 @@ from __future__ import annotations
 import bisect
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
-from numpy.typing import NDArray
 
 WINDOW = 48
 """Readings kept per device for the fit (decimated when full: see the module docstring)."""
@@ -45,22 +44,35 @@ HUBER_K = 1.345
 _ITERATIONS = 4
 
 
-def least_squares(t: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[float, float]:
-    """(intercept, slope) of the ordinary least-squares line."""
+def least_squares(t: list[float], y: list[float]) -> tuple[float, float]:
+    """(intercept, slope) of the ordinary least-squares line.
+
+    Plain loops over at most ``WINDOW`` points: compiled (setup.py) ≈ 1 µs, where numpy's
+    per-call cost made the same fit ≈ 10 (docs/performance.md, "The forecast fit")."""
     n = len(t)
-    tm = float(t.sum()) / n
-    ym = float(y.sum()) / n
-    dt = t - tm
-    var = float(dt @ dt)
+    st = sy = 0.0
+    for i in range(n):
+        st += t[i]
+        sy += y[i]
+    tm = st / n
+    ym = sy / n
+    var = cov = 0.0
+    for i in range(n):
+        dt = t[i] - tm
+        var += dt * dt
+        cov += dt * (y[i] - ym)
     if var <= 0.0:
         return ym, 0.0
-    slope = float(dt @ (y - ym)) / var
+    slope = cov / var
     return ym - slope * tm, slope
 
 
-def huber(t: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[float, float]:
-    """(intercept, slope) by iteratively reweighted least squares with Huber weights."""
-    a, b = least_squares(t, y)
+def huber(ts: list[float], ys: list[float]) -> tuple[float, float]:
+    """(intercept, slope) by iteratively reweighted least squares with Huber weights (numpy:
+    only the study in tests/test_fleet_forecast.py runs it)."""
+    t = np.asarray(ts, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    a, b = least_squares(ts, ys)
     half = len(t) // 2  # the upper median of the residuals: scale only, exactness not needed
     for _ in range(_ITERATIONS):
         r = np.abs(y - (a + b * t))
@@ -80,7 +92,7 @@ def huber(t: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[float, float]
     return a, b
 
 
-FIT = least_squares
+FIT: Callable[[list[float], list[float]], tuple[float, float]] = least_squares
 """The method in use (see the module docstring for why)."""
 
 
@@ -157,20 +169,17 @@ def _sum24(v: list[float]) -> float:
 _FLAT = [1.0] * 24
 
 
-def _tau(
-    x_s: NDArray[np.float64], w: NDArray[np.float64], c: NDArray[np.float64]
-) -> NDArray[np.float64]:
+def _tau(x_s: float, w: list[float], c: list[float]) -> float:
     """Warped time in "average hours" at epoch seconds ``x_s``."""
-    day = np.floor(x_s / 86400.0)
+    day = math.floor(x_s / 86400.0)
     sod = x_s - day * 86400.0
-    h = np.minimum((sod // 3600.0).astype(np.int64), 23)
-    out: NDArray[np.float64] = day * c[24] + c[h] + w[h] * (sod - h * 3600.0) / 3600.0
-    return out
+    h = min(int(sod // 3600.0), 23)
+    return day * c[24] + c[h] + w[h] * (sod - h * 3600.0) / 3600.0
 
 
 def crossing_ms(
-    t_s: NDArray[np.float64],
-    y: NDArray[np.float64],
+    t_s: Sequence[float],
+    y: Sequence[float],
     t0_ms: int,
     now_ms: int,
     threshold: float,
@@ -183,23 +192,15 @@ def crossing_ms(
     would take more than two weeks.
     """
     wl, cl = _weights(profile)
-    w, c = np.array(wl), np.array(cl)
     base = t0_ms / 1000.0
     now_s = now_ms / 1000.0
-    n = len(t_s)
-    # One pass: the readings, the origin and now.
-    x = np.empty(n + 2)
-    x[:n] = t_s
-    x[:n] += base
-    x[n] = base
-    x[n + 1] = now_s
-    taus = _tau(x, w, c)
-    origin = float(taus[n])
-    a, b = FIT(taus[:n] - origin, y)
+    origin = _tau(base, wl, cl)
+    taus = [_tau(t + base, wl, cl) - origin for t in _floats(t_s)]
+    a, b = FIT(taus, _floats(y))
     if b <= 1e-6:
         return b, None
     target = (threshold - a) / b + origin
-    tau_now = float(taus[n + 1])
+    tau_now = _tau(now_s, wl, cl)
     if tau_now >= target:
         return b, now_ms
     first = (now_s // 3600.0 + 1) * 3600.0
@@ -214,6 +215,12 @@ def crossing_ms(
     hour = int((x0 % 86400.0) // 3600.0)
     at_s = x0 + (target - t0) / wl[hour] * 3600.0
     return b, max(now_ms, int(at_s * 1000))
+
+
+def _floats(v: Sequence[float]) -> list[float]:
+    """A list (an ``array``'s ``tolist`` is one C loop; compiled, a list is read without a
+    method call per item)."""
+    return v.tolist() if isinstance(v, (array, np.ndarray)) else list(v)
 
 
 def _tau_hour(x_s: float, c: list[float]) -> float:

@@ -405,11 +405,9 @@ class DeviceState:
         ht = self.hist_t
         n = len(ht)
         if n < th.forecast_min_points or ht[-1] - ht[0] < th.forecast_min_span_s:
-            return None  # checked before numpy: the same doubles, without two arrays built
-        t = np.frombuffer(ht, dtype=np.float32).astype(np.float64)
-        y = np.frombuffer(self.hist_y, dtype=np.float32).astype(np.float64)
+            return None
         rate, at = fc.crossing_ms(
-            t, y, self.hist_t0_ms, now_ms, th.full_threshold_pct, self.profile
+            ht, self.hist_y, self.hist_t0_ms, now_ms, th.full_threshold_pct, self.profile
         )
         return Forecast(round(rate, 3), at, th.full_threshold_pct, n)
 
