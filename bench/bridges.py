@@ -19,6 +19,7 @@ import queue
 import sys
 import threading
 import time
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,13 @@ from influxdb_client import Point, WritePrecision
 from paho.mqtt.enums import CallbackAPIVersion
 
 FILTER = "taza/v1/almaty/ecobox/+/fill"
+
+
+def ts_ms(ts: Any) -> int:
+    """The payload's ``ts``: epoch ms, or RFC 3339 (the firmware styles taza-sim models)."""
+    if isinstance(ts, str):
+        return int(datetime.fromisoformat(ts).timestamp() * 1000)
+    return int(ts)
 
 
 def connection(url: str) -> http.client.HTTPConnection:
@@ -53,7 +61,7 @@ def naive(client: paho.Client, url: str, db: str) -> None:
             .tag("device_id", msg.topic.split("/")[4])
             .field("fill_pct", float(data["fill_pct"]))
             .field("seq", int(data["seq"]))
-            .time(int(data["ts"]), WritePrecision.MS)
+            .time(ts_ms(data["ts"]), WritePrecision.MS)
         )
         post(conn, db, point.to_line_protocol().encode())
 
@@ -70,7 +78,7 @@ def tuned(client: paho.Client, url: str, db: str) -> None:
     def on_message(c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
         d = orjson.loads(msg.payload)
         device = msg.topic.split("/")[4]
-        line = f"fill,device_id={device} fill_pct={d['fill_pct']},seq={d['seq']}i {d['ts']}"
+        line = f"fill,device_id={device} fill_pct={d['fill_pct']},seq={d['seq']}i {ts_ms(d['ts'])}"
         with lock:
             lines.append(line)
             if len(lines) >= 5000:

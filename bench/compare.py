@@ -1,8 +1,19 @@
 """taza side by side with the broker's own QoS 1 ceiling and what users would write instead.
 
 One command, one run, real local servers (devstack: mosquitto, influxd 1.x), the same
-payloads and count for every contender, all fed by the same C publishers
-(``mosquitto_pub -l -q 1``, several in parallel, stdin kept open — see NOTES-servers.md):
+payloads and count for every contender, all fed by the same C publishers (several in
+parallel, stdin kept open — see NOTES-servers.md). The stream (``--stream``):
+
+- ``four-topics`` (default: the stream every figure in docs/performance.md before issue 11's
+  last round was measured on, and the goals with them): ``mosquitto_pub -l -q 1`` with one
+  topic each — four "devices" at ~10k msg/s, each reading another bin's (one message in six
+  an alert-stage event); the per-device rate limit off, since it exists to refuse exactly
+  that;
+- ``fleet``: a fleet's backlog draining — 1,000 eco-boxes (taza-sim's calibrated
+  model, its payload styles) each uploading its last 100 readings, every device on its own
+  topic (``bench/cpub``, a C publisher built here: libmosquitto, a topic per line), taza
+  with its default settings: 1,000 series in the database, payloads of taza-sim's three
+  firmware styles, the alert stage's events at a real fleet's rate (≈ 4 %).
 
 - ceiling: C publishers → mosquitto → ``mosquitto_sub -q 1`` (C); measured before the first
   contender and after each one, so every contender has a ceiling from its own minute;
@@ -37,12 +48,14 @@ from pathlib import Path
 import numpy as np
 
 from devstack.ingest_process import IngestProcess
-from devstack.publisher import fill_messages
+from devstack.publisher import FLEET_ID, fill_messages, fleet_fill_payloads
 from devstack.servers import InfluxDB1, Mosquitto, find_binary, free_port
 
 HERE = Path(__file__).resolve().parent
 PUBLISHERS = 4
 TOPIC = "taza/v1/{region}/ecobox/{prefix}-p{p}/fill"
+DEVICE_TOPIC = "taza/v1/{region}/ecobox/{prefix}-{d:05d}/fill"
+CPUB = HERE / "cpub" / "cpub.c"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -77,26 +90,74 @@ class Cpu:
         }
 
 
-class Publishers:
-    """C publishers, one per payload slice, each on its own device topic; stdin stays open
-    (mosquitto_pub -l drops what is queued at end of input). ``feed`` writes their lines,
-    all at once or paced; ``close`` stops them once the receiver has everything."""
+@dataclass(frozen=True)
+class Mix:
+    """The payloads every contender gets, in publish order. ``devices``: message ``i`` is
+    device ``i % devices``'s, on its own topic (``None``: the four-topics stream)."""
 
-    def __init__(
-        self, broker: Mosquitto, prefix: str, payloads: Sequence[bytes], region: str = "almaty"
-    ) -> None:
-        self.slices = [payloads[p::PUBLISHERS] for p in range(PUBLISHERS)]
+    payloads: Sequence[bytes]
+    devices: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    def head(self, n: int) -> Mix:
+        return Mix(self.payloads[:n], self.devices)
+
+    def lines(self, p: int, prefix: str, region: str) -> list[bytes]:
+        """Publisher ``p``'s input: every ``PUBLISHERS``-th message from the ``p``-th (with
+        ``devices`` a multiple of ``PUBLISHERS``, each device's messages all on one)."""
+        mine = self.payloads[p::PUBLISHERS]
+        if self.devices is None:
+            return list(mine)
+        old = f'"{FLEET_ID}-'.encode()
+        new = f'"{prefix}-'.encode()
+        out = []
+        for k, payload in enumerate(mine):
+            d = (p + k * PUBLISHERS) % self.devices
+            topic = DEVICE_TOPIC.format(region=region, prefix=prefix, d=d)
+            out.append(topic.encode() + b"\t" + payload.replace(old, new, 1))
+        return out
+
+
+def cpub_binary(directory: Path) -> Path:
+    """bench/cpub/cpub.c built into ``directory`` (gcc and libmosquitto-dev: `make setup`)."""
+    out = directory / "cpub"
+    if not out.exists():
+        try:
+            subprocess.run(
+                [find_binary("gcc"), "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out),
+                 str(CPUB), "-lmosquitto", "-lpthread"],
+                check=True, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+        except subprocess.CalledProcessError as exc:
+            raise SystemExit(f"building {CPUB} failed (make setup):\n{exc.stderr}") from None
+    return out
+
+
+class Publishers:
+    """C publishers, one per slice of the mix; stdin stays open (mosquitto_pub -l drops what is
+    queued at end of input). ``feed`` writes their lines, all at once or paced; ``close`` stops
+    them once the receiver has everything."""
+
+    cpub: Path | None = None  # set by main() for the fleet stream
+
+    def __init__(self, broker: Mosquitto, prefix: str, mix: Mix, region: str = "almaty") -> None:
+        self.slices = [mix.lines(p, prefix, region) for p in range(PUBLISHERS)]
+        if mix.devices is not None:
+            assert mix.devices % PUBLISHERS == 0, "a device's messages on one publisher"
+            assert self.cpub is not None, "Publishers.cpub: built by main()"
+
+        def command(p: int) -> list[str]:
+            where = ["-h", broker.host, "-p", str(broker.port), "-i", f"{prefix}-pub-{p}"]
+            if mix.devices is not None:
+                return [str(self.cpub), *where, "-M", "1000"]
+            topic = TOPIC.format(region=region, prefix=prefix, p=p)
+            return [find_binary("mosquitto_pub"), *where, "-q", "1", "-l", "-M", "1000",
+                    "-t", topic]  # fmt: skip
+
         self.procs = [
-            subprocess.Popen(
-                [
-                    find_binary("mosquitto_pub"),
-                    *("-h", broker.host, "-p", str(broker.port)),
-                    *("-q", "1", "-l", "-M", "1000", "-i", f"{prefix}-pub-{p}"),
-                    *("-t", TOPIC.format(region=region, prefix=prefix, p=p)),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-            )
+            subprocess.Popen(command(p), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
             for p in range(PUBLISHERS)
         ]
         time.sleep(0.3)  # connected
@@ -149,7 +210,15 @@ def payload_mix(n: int, devices: int, prefix: str) -> list[bytes]:
     return [p for _, p, _ in fill_messages(devices, per, prefix=prefix)][:n]
 
 
-def ceiling(broker: Mosquitto, payloads: Sequence[bytes], tag: str) -> dict[str, float]:
+def fleet_mix(n: int, devices: int) -> Mix:
+    if devices % PUBLISHERS or n % devices:
+        raise SystemExit(
+            f"--stream fleet: --devices a multiple of {PUBLISHERS} that divides --messages"
+        )
+    return Mix(fleet_fill_payloads(devices, n // devices), devices)
+
+
+def ceiling(broker: Mosquitto, payloads: Mix, tag: str) -> dict[str, float]:
     """C publishers → mosquitto → one C subscriber at QoS 1: the most any subscriber gets."""
     sub = subprocess.Popen(
         [
@@ -225,7 +294,7 @@ def run_bridge(
     kind: str,
     broker: Mosquitto,
     influxd: InfluxDB1,
-    payloads: Sequence[bytes],
+    payloads: Mix,
     time_limit: float,
 ) -> dict[str, float]:
     """A bridge of bench/bridges.py: msg/s until all stored, or what it stored in the limit."""
@@ -253,7 +322,7 @@ def run_bridge(
 
 
 def latency(
-    broker: Mosquitto, store: Queryable, payloads: Sequence[bytes], rate: float, tag: str
+    broker: Mosquitto, store: Queryable, payloads: Mix, rate: float, tag: str
 ) -> dict[str, float]:
     """Paced publishing; message i is queryable at the first poll counting more than i."""
     already = store.count()
@@ -292,8 +361,8 @@ def run_taza(
     root: Path,
     broker: Mosquitto,
     influxd: InfluxDB1,
-    payloads: Sequence[bytes],
-    lat_payloads: Sequence[bytes],
+    payloads: Mix,
+    lat_payloads: Mix,
     env: dict[str, str],
     tag: str,
 ) -> dict[str, object]:
@@ -308,10 +377,10 @@ def run_taza(
             "TAZA_INFLUX_DB": store.db,
             "TAZA_STATS_INTERVAL_S": "0",
             "TAZA_MQTT_SESSION_EXPIRY_S": "5",  # a stopped bench service leaves no queue behind
-            # Each C publisher is one `mosquitto_pub -l` on one topic: 4 "devices" at ~10k msg/s
-            # each, which the per-device rate limit exists to refuse. The path is measured with
-            # it off (its cost, ~0.45 µs/msg, is bench/ratelimit.py's); --taza-env overrides.
-            "TAZA_RATE_LIMIT_PER_S": "0",
+            # The four-topics stream is 4 "devices" at ~10k msg/s each, which the per-device
+            # rate limit exists to refuse: measured with it off (its cost, ~0.45 µs/msg, is
+            # bench/ratelimit.py's). The fleet stream runs the defaults. --taza-env overrides.
+            **({"TAZA_RATE_LIMIT_PER_S": "0"} if payloads.devices is None else {}),
             **env,
         },
         free_port(),
@@ -377,6 +446,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("--stream", choices=("four-topics", "fleet"), default="four-topics",
+                    help="the payload mix (see above)")  # fmt: skip
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--naive-seconds", type=float, default=15.0, help="time bound of the naive run")
@@ -395,12 +466,17 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=Path("var/bench/compare.png"))
     args = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in args.taza_env)
-    payloads = payload_mix(args.messages, args.devices, "cmp")
-    lat_payloads = payloads[: max(1000, len(payloads) // 5)]
+    if args.stream == "fleet":
+        payloads = fleet_mix(args.messages, args.devices)
+    else:
+        payloads = Mix(payload_mix(args.messages, args.devices, "cmp"))
+    lat_payloads = payloads.head(max(1000, len(payloads) // 5))
     say: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
 
     with tempfile.TemporaryDirectory(prefix="taza-compare-") as tmp:
         root = Path(tmp)
+        if payloads.devices is not None:
+            Publishers.cpub = cpub_binary(root)
         with Mosquitto(root / "mq") as broker, InfluxDB1(root / "influx") as influxd:
             ceilings: list[float] = []
 
@@ -410,7 +486,7 @@ def main() -> None:
                 ceilings.append(c["msgs_per_s"])
                 return c["msgs_per_s"]
 
-            say(f"{len(payloads):,} messages, {PUBLISHERS} C publishers, QoS 1")
+            say(f"{len(payloads):,} messages ({args.stream}), {PUBLISHERS} C publishers, QoS 1")
             ceil("c0")
             say("naive bridge (paho → Point → one write per message) ...")
             naive = run_bridge("naive", broker, influxd, payloads, args.naive_seconds)
@@ -454,6 +530,7 @@ def main() -> None:
 
     taza_rate = float(taza["msgs_per_s"])  # type: ignore[arg-type]
     result: dict[str, object] = {
+        "stream": args.stream,
         "messages": len(payloads),
         "publishers": PUBLISHERS,
         "cores": os.cpu_count(),
@@ -491,7 +568,10 @@ def main() -> None:
         return
     rates = result["msgs_per_s"]
     assert isinstance(rates, dict)
-    print(f"{len(payloads):,} messages, {PUBLISHERS} C QoS 1 publishers, {os.cpu_count()} cores")
+    print(
+        f"{len(payloads):,} messages ({args.stream} stream), {PUBLISHERS} C QoS 1 publishers, "
+        f"{os.cpu_count()} cores"
+    )
     print(f"  ceilings (C → mosquitto → C, QoS 1): {result['ceilings_msgs_per_s']}")
     rows = [("naive", naive), ("tuned-qos0", tuned), ("taza", taza)]
     if paho is not None:

@@ -17,9 +17,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from devices import format_topic
+from devices.message import Kind
+from devices.registry import DeviceInfo
 from devstack.ingest_process import wait_until
+from simulator.stream import PUBLISH, FaultConfig, Models, StreamStats, device_stream
 
-__all__ = ["Publisher", "fill_messages", "fill_payload"]
+__all__ = ["FLEET_ID", "Publisher", "fill_messages", "fill_payload", "fleet_fill_payloads"]
+
+FLEET_ID = "dev"
+"""The device-id prefix in :func:`fleet_fill_payloads`' payloads: ``dev-00042``."""
+SITES = ("residential", "commercial", "park", "transit")
 
 
 def fill_payload(seq: int, ts_ms: int, fill_pct: float) -> bytes:
@@ -50,6 +57,32 @@ def fill_messages(
                 )
             )
     return out
+
+
+def fleet_fill_payloads(
+    devices: int, per_device: int, *, interval_s: int = 900, seed: int = 7
+) -> list[bytes]:
+    """A fleet's store-and-forward backlog as it drains: ``devices`` eco-boxes (taza-sim's
+    calibrated model, its site mix, no faults) each uploading its last ``per_device`` fill
+    readings, taken reading by reading across the fleet (message ``i`` is device
+    ``i % devices``'s, in its own order), up to a minute ago.
+
+    Device ``d`` is ``dev-{d:05d}`` in its payloads (``device_id``); a caller publishing for
+    another id rewrites that prefix (:data:`FLEET_ID`) and uses the same one in the topic."""
+    end = time.time() - 60
+    start = end - (per_device + 8) * interval_s  # a few spare: reports are jittered
+    models = Models()
+    per: list[list[bytes]] = []
+    for d in range(devices):
+        info = DeviceInfo(f"{FLEET_ID}-{d:05d}", Kind.ECOBOX, "almaty", 43.25, 76.9, 240.0,
+                          "plastic", SITES[d % len(SITES)], interval_s)  # fmt: skip
+        stream = device_stream(info, seed=seed, start=start, end=end, faults=FaultConfig(),
+                               models=models, stats=StreamStats())  # fmt: skip
+        got = [o.payload for o in stream if o.action == PUBLISH and o.channel == "fill"]
+        if len(got) < per_device:
+            raise ValueError(f"{info.device_id}: {len(got)} readings, {per_device} asked")
+        per.append(got[-per_device:])
+    return [per[d][k] for k in range(per_device) for d in range(devices)]
 
 
 class Publisher:
