@@ -84,6 +84,36 @@ def two_bins_on_one_id() -> Iterator[tuple[int, Message]]:
         yield now_ms, dataclasses.replace(m, topic=topic(a, Channel.FILL), seq=seq)
 
 
+def hot_tilted_faulty() -> Iterator[tuple[int, Message]]:
+    """One bin's random walk through every threshold of the temperature, tilt, battery and
+    fault rules (readings and status reports interleaved), so each fires and clears."""
+    import random
+
+    from devices.message import Fill, Status
+    from tests.test_fleet_support import spec, topic
+
+    d = spec("eb-hot")
+    rng = random.Random(5)
+    fill_topic, status_topic = topic(d, Channel.FILL), topic(d, Channel.STATUS)
+    t0 = 1_780_000_000_000
+    level = temp = tilt = 0.0
+    battery = 90.0
+    faults = ("fire", "overheat", "tilted", "lid_open", "sensor_error", "low_battery")
+    for i in range(3000):
+        ts = t0 + i * 300_000
+        level = min(100.0, max(0.0, level + rng.uniform(-3, 4)))
+        temp = min(120.0, max(-30.0, temp + rng.uniform(-8, 8.4)))
+        tilt = min(90.0, max(0.0, tilt + rng.uniform(-6, 6.2)))
+        if i % 4 == 3:
+            battery = min(100.0, max(0.0, battery + rng.uniform(-6, 5)))
+            on = tuple(f for f in faults if rng.random() < 0.08)
+            body: Fill | Status = Status(battery_pct=battery, temperature_c=temp, faults=on)
+            yield ts, Message(status_topic, ts, i, body)
+        else:
+            body = Fill(round(level, 1), temperature_c=round(temp, 1), tilt_deg=round(tilt, 1))
+            yield ts, Message(fill_topic, ts, i, body)
+
+
 def trace() -> list[str]:
     """Everything the rules say about a few streams, as text that compares floats exactly."""
     from ingest.fleet import Fleet
@@ -103,6 +133,9 @@ def trace() -> list[str]:
             last_tick = now_ms
     for now_ms, m in two_bins_on_one_id():
         out += map(repr, fleet.apply(m, None, now_ms))
+    hot = spec("eb-hot")
+    for now_ms, m in hot_tilted_faulty():
+        out += map(repr, fleet.apply(m, hot, now_ms))
     out += map(repr, fleet.firing())
     out.append(fleet.snapshot().decode())
     return out
@@ -139,6 +172,8 @@ def test_compiled_and_python_rules_say_the_same_to_the_last_bit() -> None:
     assert sum("AlertTransition(" in line for line in compiled) > 50  # the stream exercises them
     assert any("Anomaly(" in line for line in compiled)
     assert any("Collection(" in line for line in compiled)
+    for alert in ("fire", "overheat", "tilted", "lid_open", "sensor_fault", "battery_low"):
+        assert any(f"alert='{alert}', state=<AlertState.RESOLVED" in x for x in compiled), alert
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     pure = subprocess.run(
         [sys.executable, "-m", "tests.test_compiled"],

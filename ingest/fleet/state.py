@@ -494,6 +494,15 @@ class DeviceState:
     def _temperature(self, ts: int, ns: int, out: list[Event]) -> None:
         th = self.th
         temp = self.temperature_c
+        alerts, faults = self.alerts, self.faults
+        if (
+            (temp is None or (temp < th.fire_temp_c and temp < th.overheat_temp_c))
+            and "fire" not in alerts
+            and "overheat" not in alerts
+            and "fire" not in faults
+            and "overheat" not in faults
+        ):
+            return  # neither can fire nor is firing: the two rules below would do nothing
         t = -1000.0 if temp is None else temp
         value = 1.0 if temp is None else temp
         for name, limit, clear in (
@@ -508,6 +517,12 @@ class DeviceState:
     def _tilt(self, ts: int, ns: int, out: list[Event]) -> None:
         th = self.th
         fault = "tilted" in self.faults
+        if (
+            not fault
+            and "tilted" not in self.alerts
+            and (self.tilt_deg is None or self.tilt_deg < th.tilt_deg)
+        ):
+            return  # cannot fire, is not firing: the rule below would do nothing
         tilt = -1.0 if self.tilt_deg is None else self.tilt_deg
         value = 1.0 if self.tilt_deg is None else self.tilt_deg
         cause = Cause.FAULT if fault else Cause.TILT
