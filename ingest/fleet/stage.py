@@ -5,7 +5,7 @@ Per delivered batch (in the delivery task, before its PUBACK): journal the batch
 (:mod:`ingest.fleet.persist`), ``Fleet.apply`` each message with the delivery time as
 ``now_ms``, publish :func:`plan_mqtt`'s messages (QoS 1, retained per message) through the
 intake's ``publish``, and hand the events' lines to :class:`History` (database, else
-``data_dir/fleet-spool``). ``apply`` costs 3–11 µs a message (docs/performance.md), so it
+``data_dir/fleet-spool``). ``apply`` costs 2–6 µs a message compiled (docs/performance.md), so it
 runs right there; the delivery task waits only when history can be neither written nor
 spooled.
 
