@@ -19,7 +19,8 @@ Also counts, in one more untimed pass, the forecast fits per message (``forecast
 
 ``--only stage``: the whole ``FleetStage.delivered`` instead (journal with its fdatasync in a
 temporary directory, rules, alert publishes to a counter, history lines to a fake writer) on
-compare.py's stream in the service's 5,000-message batches: CPU µs per message (all threads)
+compare.py's stream in the service's 5,000-message batches (``--only stage-fleet``: on its
+fleet stream): CPU µs per message (all threads)
 and the collector's runs, with the service's GC thresholds after ``gc.freeze()``.
 """
 
@@ -143,21 +144,26 @@ class _NoDatabase:
         pass
 
 
-def stage_batches(n: int = 100_000, devices: int = 1000, size: int = 5000) -> list[Batch]:
-    """compare.py's stream (as :func:`compare_stream`) as the pipeline hands it to delivery:
+def stage_batches(fleet: bool = False, n: int = 100_000, devices: int = 1000,
+                  size: int = 5000) -> list[Batch]:  # fmt: skip
+    """compare.py's stream (four-topics, or ``fleet``) as the pipeline hands it to delivery:
     decoded, with its raw payloads (the journal keeps them); no lines (the stage never reads
     them)."""
-    per = -(-n // devices)
-    payloads = [p for _, p, _ in fill_messages(devices, per, prefix="cmp")][:n]
+    if fleet:
+        payloads = fleet_fill_payloads(devices, n // devices)
+        topics = [f"taza/v1/almaty/ecobox/{FLEET_ID}-{i % devices:05d}/fill" for i in range(n)]
+    else:
+        per = -(-n // devices)
+        payloads = [p for _, p, _ in fill_messages(devices, per, prefix="cmp")][:n]
+        topics = [f"taza/v1/almaty/ecobox/cmp-p{i % 4}/fill" for i in range(n)]
     received = datetime.now(UTC)
     batches = []
     for start in range(0, n, size):
         batch = Batch()
         for i in range(start, min(n, start + size)):
-            topic = f"taza/v1/almaty/ecobox/cmp-p{i % 4}/fill"
-            m = decode(topic, payloads[i], received, LIMITS)
+            m = decode(topics[i], payloads[i], received, LIMITS)
             batch.add_accepted(
-                new_incoming(i, 1, 1, topic, payloads[i], received, 0.0), [], m, None
+                new_incoming(i, 1, 1, topics[i], payloads[i], received, 0.0), [], m, None
             )
         batches.append(batch)
     return batches
@@ -195,8 +201,8 @@ async def _stage_pass(batches: list[Batch], th: Thresholds, directory: str) -> d
             "gc_runs": runs, "alert_publishes_per_msg": round(published / n, 4)}  # fmt: skip
 
 
-def measure_stage(repeats: int, th: Thresholds) -> dict[str, float]:
-    batches = stage_batches()
+def measure_stage(repeats: int, th: Thresholds, fleet: bool = False) -> dict[str, float]:
+    batches = stage_batches(fleet)
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     results = []
@@ -247,7 +253,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument(
         "--only",
-        choices=("fleet", "compare", "15min", "5min", "backlog", "stage"),
+        choices=("fleet", "compare", "15min", "5min", "backlog", "stage", "stage-fleet"),
         action="append",
     )
     ap.add_argument("--forecast-interval-s", type=float, default=None,
@@ -264,17 +270,19 @@ def main() -> None:
         "5min": lambda: live(args.bins, args.days / 3, 300),
         "backlog": lambda: backlog(args.bins, args.days),
         "stage": lambda: [],
+        "stage-fleet": lambda: [],
     }
     results = {}
     for name, build in builders.items():
-        if name == "stage" and not (args.only and name in args.only):
+        staged = name.startswith("stage")
+        if staged and not (args.only and name in args.only):
             continue  # only when asked: it measures the stage, not ``apply``
         if args.only and name not in args.only:
             continue
-        if name == "stage":
-            results[name] = r = measure_stage(args.repeats, th)
+        if staged:
+            results[name] = r = measure_stage(args.repeats, th, fleet=name == "stage-fleet")
             if not args.json:
-                print(f"stage    {r['messages']:>7} msgs  {r['us_per_msg']:6.2f} µs/msg (CPU, "
+                print(f"{name:8} {r['messages']:>7} msgs  {r['us_per_msg']:6.2f} µs/msg (CPU, "
                       f"FleetStage.delivered)  gc runs {r['gc_runs']}  alert publishes/msg "
                       f"{r['alert_publishes_per_msg']:.4f}", flush=True)  # fmt: skip
             continue
