@@ -2,7 +2,7 @@
 pyproject.toml's).
 
 The rules run for every stored message before its PUBACK; compiled they cost about half
-(docs/performance.md, "The rules compiled"). The same modules stay importable as plain Python:
+(docs/performance.md, "The fleet rules compiled"). The same modules stay importable as plain Python:
 ``TAZA_PURE_PYTHON=1`` at build time ships them uncompiled (no C compiler needed), and
 ``tests/test_compiled.py`` checks both forms give the same events.
 """

@@ -4,8 +4,9 @@ The modules listed in pyproject.toml's ``[tool.taza] compiled`` run compiled unl
 said ``TAZA_PURE_PYTHON=1``; a build older than its source would test (and benchmark) code that
 is no longer the checkout's, so that fails here with the command that rebuilds it. The
 compiled and the pure-Python forms must give the same events and the same snapshot, bit for
-bit, on simulated fleets with every fault the simulator makes and on a stream that jumps
-between two bins (spikes, emptyings, falls: the rules' rare branches).
+bit, on simulated fleets with every fault the simulator makes, on a stream that jumps
+between two bins (spikes, emptyings, falls: the rules' rare branches) and on a bin walked
+through every temperature, tilt, battery and fault threshold.
 """
 
 from __future__ import annotations
