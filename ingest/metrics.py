@@ -196,7 +196,8 @@ class Metrics:
         self.registry.register(watchdog)
 
     def write_attempts(self) -> int:
-        """Completed database writes, good or bad, from these two metrics alone: the registry's
+        """Completed database writes, good or bad (the watchdog's progress: a stage retrying
+        a slow database moves), from these two metrics alone: the registry's
         ``get_sample_value`` collects every family (the process collector's /proc reads
         included) on each call, ≈ 9× the cost, and the watchdog asks every second."""
         done = 0.0

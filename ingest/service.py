@@ -260,7 +260,7 @@ class Service:
         self.watchdog.watch(
             "delivery",
             busy=lambda: delivery.in_hand or self.batches.qsize() > 0,
-            progress=lambda: delivery.handled + self._write_attempts(),
+            progress=lambda: delivery.handled + self.metrics.write_attempts(),
             holding=lambda: (
                 "a durable store is full: acknowledgements held" if delivery.holding else None
             ),
@@ -268,7 +268,7 @@ class Service:
         self.watchdog.watch(
             "replay",
             busy=lambda: not self.spool.empty,
-            progress=lambda: self.spool.count + self._write_attempts(),
+            progress=lambda: self.spool.count + self.metrics.write_attempts(),
         )
         fleet = self.fleet
         if fleet is not None:
@@ -282,10 +282,6 @@ class Service:
                 ),
             )
             self.watchdog.watch("fleet-clock", busy=lambda: True, progress=lambda: fleet.ticks)
-
-    def _write_attempts(self) -> int:
-        """Completed database writes, good or bad: a stage retrying a slow database moves."""
-        return self.metrics.write_attempts()
 
     def _after_dead_letters(self) -> Callable[[list[DeadLetter]], None] | None:
         """What delivery calls once rejections are stored: the dead-letter copy

@@ -269,11 +269,12 @@ class FleetStage:
             for start in range(0, n, APPLY_CHUNK):
                 if start:
                     await asyncio.sleep(0)  # the intake reads meanwhile (see APPLY_CHUNK)
-                started = time.process_time()
+                # This thread's CPU: process_time would add the journal write running beside.
+                started = time.thread_time()
                 end = start + APPLY_CHUNK
                 for m, d in zip(batch.messages[start:end], batch.devices[start:end], strict=True):
                     events += apply(m, d, now_ms)
-                spent += time.process_time() - started
+                spent += time.thread_time() - started
             self.apply_seconds.inc(spent)
             await durable
         finally:
