@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+
+from devstack.demo.subscriber import Subscriber
+from devstack.demo.subscriber import client as make_client
 
 ALERTS = "taza/v1/alerts/#"
 _PREFIX = ("taza", "v1", "alerts")
@@ -51,11 +53,7 @@ def parse(topic: str, payload: bytes | bytearray) -> Alert | None:
     return Alert(parts[3], parts[4], parts[5], doc if isinstance(doc, dict) else {})
 
 
-def _client(client_id: str) -> paho.Client:
-    return paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
-
-
-class AlertFeed:
+class AlertFeed(Subscriber):
     """A live subscriber: what fires and resolves during the run, and what is firing now.
 
     Episodes are counted once however often their retained message is refreshed (by the
@@ -63,8 +61,7 @@ class AlertFeed:
     """
 
     def __init__(self, host: str, port: int, client_id: str = "taza-demo-crew") -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port, client_id, ALERTS, qos=1)
         self.fired: Counter[tuple[str, str]] = Counter()  # (region, alert) -> episodes
         self.resolved: Counter[tuple[str, str]] = Counter()
         self.causes: Counter[tuple[str, str]] = Counter()  # (alert, cause) of resolved ones
@@ -72,28 +69,6 @@ class AlertFeed:
         self.messages = 0
         self.last_message = time.monotonic()
         self._episodes: set[str] = set()
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self._client = _client(client_id)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = lambda *a: self._subscribed.set()
-        self._client.on_message = self._on_message
-
-    def start(self, timeout: float = 10.0) -> AlertFeed:
-        """Connected and subscribed (SUBACK seen), so nothing published after this is missed."""
-        self._client.connect(self.host, self.port, keepalive=30)
-        self._client.loop_start()
-        if not self._subscribed.wait(timeout):
-            self.stop()
-            raise OSError(f"no SUBACK for {ALERTS} from mqtt://{self.host}:{self.port}")
-        return self
-
-    def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def _on_connect(self, client: paho.Client, *_: object) -> None:
-        client.subscribe(ALERTS, qos=1)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         alert = parse(msg.topic, msg.payload)
@@ -181,7 +156,7 @@ def retained_now(
         last[0] = time.monotonic()
         subscribed.set()
 
-    client = _client(client_id)
+    client = make_client(client_id)
     client.on_connect = lambda c, *_: c.subscribe(ALERTS, qos=1)
     client.on_subscribe = on_subscribe
     client.on_message = on_message

@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+
+from devstack.demo.subscriber import Subscriber, client
 
 FEEDBACK = "taza/v1/_feedback/+"
 _PREFIX = "taza/v1/_feedback/"
@@ -28,33 +29,12 @@ def feedback_topic(device_id: str) -> str:
     return _PREFIX + device_id
 
 
-class FeedbackFeed:
+class FeedbackFeed(Subscriber):
     """Every feedback message during the run, by device (QoS 0, so subscribed before the run)."""
 
     def __init__(self, host: str, port: int, client_id: str = "taza-demo-firmware") -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port, client_id, FEEDBACK, qos=0)
         self.by_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311
-        )
-        self._client.on_connect = lambda c, *_: c.subscribe(FEEDBACK, qos=0)
-        self._client.on_subscribe = lambda *a: self._subscribed.set()
-        self._client.on_message = self._on_message
-
-    def start(self, timeout: float = 10.0) -> FeedbackFeed:
-        self._client.connect(self.host, self.port, keepalive=30)
-        self._client.loop_start()
-        if not self._subscribed.wait(timeout):
-            self.stop()
-            raise OSError(f"no SUBACK for {FEEDBACK} from mqtt://{self.host}:{self.port}")
-        return self
-
-    def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         if not msg.topic.startswith(_PREFIX):
@@ -94,14 +74,12 @@ def flood(host: str, port: int, region: str, device_id: str, count: int) -> Floo
     result = Flood(device_id, topic, count)
 
     def run() -> None:
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"taza-demo-{device_id}", protocol=paho.MQTTv311
-        )
-        client.max_inflight_messages_set(100)
-        client.max_queued_messages_set(0)
+        mqtt = client(f"taza-demo-{device_id}")
+        mqtt.max_inflight_messages_set(100)
+        mqtt.max_queued_messages_set(0)
         try:
-            client.connect(host, port, keepalive=30)
-            client.loop_start()
+            mqtt.connect(host, port, keepalive=30)
+            mqtt.loop_start()
             t0 = time.monotonic()
             infos = []
             # One millisecond apart: distinct points (InfluxDB keeps one per series and time).
@@ -109,7 +87,7 @@ def flood(host: str, port: int, region: str, device_id: str, count: int) -> Floo
             for seq in range(count):
                 ts = (start + timedelta(milliseconds=seq)).isoformat(timespec="milliseconds")
                 body = json.dumps({"ts": ts, "seq": seq, "fill_pct": 12.0})
-                infos.append(client.publish(topic, body, qos=1))
+                infos.append(mqtt.publish(topic, body, qos=1))
             for info in infos:
                 info.wait_for_publish(30)
                 result.acked += info.is_published()
@@ -117,8 +95,8 @@ def flood(host: str, port: int, region: str, device_id: str, count: int) -> Floo
         except (OSError, RuntimeError, ValueError) as exc:
             result.error = str(exc)
         finally:
-            client.disconnect()
-            client.loop_stop()
+            mqtt.disconnect()
+            mqtt.loop_stop()
             result.done.set()
 
     threading.Thread(target=run, name="flood", daemon=True).start()
