@@ -16,6 +16,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     Info,
     ProcessCollector,
@@ -150,6 +151,7 @@ class Metrics:
         )
 
         ProcessCollector(registry=r)
+        GCCollector(registry=r)  # python_gc_collections_total: the collector tuning's effect
         Info(
             "taza_build",
             "the running taza-ingest: package and Python versions, fleet rules compiled or not",
