@@ -392,9 +392,11 @@ def run_taza(
         pubs = Publishers(broker, f"tz{tag}", payloads)
         start = time.monotonic()
         threading.Thread(target=pubs.feed, daemon=True).start()
+        gc_before = gc_collections(ingest)
         polls = store.wait(len(payloads), 180)
         end, stored = polls[-1]
         used = cpu.us_per_msg(stored)
+        gc_runs = [a - b for a, b in zip(gc_collections(ingest), gc_before, strict=True)]
         pubs.close()
         if stored < len(payloads):
             raise SystemExit(f"taza stored only {stored} of {len(payloads)}:\n{ingest.log_tail()}")
@@ -409,7 +411,14 @@ def run_taza(
         "cpu_us_per_msg": used,
         "peak_rss_mib": round(rss / 2**20, 1),
         "latency_at_half_rate": lat,
+        "gc_collections_by_generation": gc_runs,
     }
+
+
+def gc_collections(ingest: IngestProcess) -> list[int]:
+    """The service's collector runs so far, generations 0, 1, 2 (its /metrics)."""
+    m = ingest.metrics()
+    return [int(m.get(f'python_gc_collections_total{{generation="{g}"}}', 0)) for g in range(3)]
 
 
 def plot(result: dict[str, object], path: Path) -> None:
@@ -479,11 +488,13 @@ def main() -> None:
             Publishers.cpub = cpub_binary(root)
         with Mosquitto(root / "mq") as broker, InfluxDB1(root / "influx") as influxd:
             ceilings: list[float] = []
+            ceiling_broker: list[float] = []  # the broker's CPU µs/msg in each ceiling run
 
             def ceil(tag: str) -> float:
                 c = ceiling(broker, payloads, tag)
-                say(f"  ceiling {tag}: {c['msgs_per_s']:,.0f} msg/s")
+                say(f"  ceiling {tag}: {c['msgs_per_s']:,.0f} msg/s, broker {c['broker']} µs/msg")
                 ceilings.append(c["msgs_per_s"])
+                ceiling_broker.append(c["broker"])
                 return c["msgs_per_s"]
 
             say(f"{len(payloads):,} messages ({args.stream}), {PUBLISHERS} C publishers, QoS 1")
@@ -535,6 +546,7 @@ def main() -> None:
         "publishers": PUBLISHERS,
         "cores": os.cpu_count(),
         "ceilings_msgs_per_s": [round(c) for c in ceilings],
+        "ceilings_broker_cpu_us_per_msg": ceiling_broker,
         "msgs_per_s": {
             "ceiling": round(float(taza["paired_ceiling"])),  # type: ignore[arg-type]
             "naive": round(naive["msgs_per_s"]),

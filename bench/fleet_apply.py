@@ -49,7 +49,7 @@ from devices.limits import Limits
 from devices.message import Kind, Message
 from devices.registry import DeviceInfo
 from devstack.publisher import FLEET_ID, fill_messages, fleet_fill_payloads
-from ingest.batch import Batch, new_incoming
+from ingest.batch import Batch, Incoming
 from ingest.fleet import Fleet, Thresholds, forecast
 from ingest.fleet.settings import FleetSettings
 from ingest.fleet.stage import FleetStage
@@ -163,7 +163,7 @@ def stage_batches(fleet: bool = False, n: int = 100_000, devices: int = 1000,
         for i in range(start, min(n, start + size)):
             m = decode(topics[i], payloads[i], received, LIMITS)
             batch.add_accepted(
-                new_incoming(i, 1, 1, topics[i], payloads[i], received, 0.0), [], m, None
+                Incoming(i, 1, 1, topics[i], payloads[i], received, 0.0), [], m, None
             )
         batches.append(batch)
     return batches

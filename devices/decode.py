@@ -62,8 +62,16 @@ for (_kind, _channel), _spec in SPECS.items():
     _ROUTES.setdefault(_channel, {})[_kind] = _new_route(_spec, _channel)
 
 
+_last_received: tuple[datetime | None, int] = (None, 0)
+"""The last ``received_at`` and its epoch ms: an intake gives a whole receive buffer one
+receive time, and the timedelta arithmetic costs about a tenth of a ``fill``'s decode."""
+
+
 def decode(
-    topic: str, payload: bytes, received_at: datetime, limits: Limits = DEFAULT_LIMITS
+    topic: str,
+    payload: bytes | bytearray | memoryview,
+    received_at: datetime,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Message:
     """Validate one MQTT message against the device contract.
 
@@ -72,7 +80,11 @@ def decode(
     :class:`~devices.Ignored` for messages that are not device messages; never anything else
     for any topic and payload (a naive ``received_at`` is a caller bug: ``ValueError``).
     """
-    now_ms = received_ms(received_at)
+    global _last_received
+    last, now_ms = _last_received
+    if received_at is not last:
+        now_ms = received_ms(received_at)
+        _last_received = (received_at, now_ms)
     t = parse_topic(topic)
     if type(payload) is not bytes:  # bytearray, memoryview: some clients hand out views
         payload = bytes(payload)

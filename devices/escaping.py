@@ -104,7 +104,7 @@ def float_field(value: float) -> str:
     return repr(float(value))
 
 
-def int_field(value: int) -> str:
+def int_field(value: object) -> str:
     """``<n>i``; ``ValueError`` outside int64 or for a bool (which is an int in Python)."""
     if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
         raise ValueError(f"{value!r} is not an int64 integer")

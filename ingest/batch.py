@@ -11,16 +11,18 @@ import base64
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, overload
+from typing import NamedTuple, Protocol, overload
 
 from devices import DeviceInfo, Message, Reason
 from devices.construct import fast_constructor
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
+class Incoming(NamedTuple):
     """One MQTT delivery. ``generation`` names the connection it came on: its ack is void
-    on any other (the broker redelivers it after a reconnect)."""
+    on any other (the broker redelivers it after a reconnect).
+
+    A ``NamedTuple``, like ``Source``: built once per message, and ``tuple.__new__`` builds
+    one in a quarter of the time a frozen dataclass's slots take (``new_tuple``)."""
 
     mid: int
     qos: int
@@ -32,8 +34,7 @@ class Incoming:
     retained: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(NamedTuple):
     """The message a line came from, kept so a refused line can be dead-lettered whole."""
 
     topic: str
@@ -73,9 +74,10 @@ class Accepted:
 
 
 # Built per message: a frozen dataclass's own __init__ costs ~0.4 µs more (devices.construct).
-new_incoming = fast_constructor(Incoming)
-new_source = fast_constructor(Source)
 _new_accepted = fast_constructor(Accepted)
+new_tuple = tuple.__new__
+"""``new_tuple(Incoming, (...))``: a ``NamedTuple`` without its Python-level ``__new__``
+(0.14 against 0.65 µs for the frozen dataclass of eight slots it replaced)."""
 
 
 @dataclass(slots=True)
@@ -111,7 +113,7 @@ class Batch:
         self, msg: Incoming, lines: list[str], message: Message, device: DeviceInfo | None
     ) -> None:
         """A decoded message and its lines (``message`` must follow every source added)."""
-        self.add_lines(new_source(msg.topic, msg.payload, msg.received_at), lines)
+        self.add_lines(new_tuple(Source, (msg.topic, msg.payload, msg.received_at)), lines)
         self.messages.append(message)
         self.devices.append(device)
 

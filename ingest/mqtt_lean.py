@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import structlog
 
 from ingest import mqttcodec as codec
-from ingest.batch import Incoming, new_incoming
+from ingest.batch import Incoming, new_tuple
 from ingest.errors import BrokerRefused
 from ingest.metrics import Metrics
 from ingest.mqtt import PERMANENT_REFUSALS, IntakeLifetime, IntakeOptions
@@ -353,7 +353,8 @@ class LeanIntake(IntakeLifetime):
         sending beyond our Receive Maximum), the rest waits in ``_overflow`` with reading
         paused — TCP then holds the broker back; nothing is dropped."""
         publish_type = codec.Publish
-        make = new_incoming
+        make = new_tuple
+        incoming = Incoming
         received_at: datetime | None = None
         mono = 0.0
         put = self.out.put_nowait
@@ -369,14 +370,17 @@ class LeanIntake(IntakeLifetime):
                     mono = conn.last_rx
                 n += 1
                 item = make(
-                    p.packet_id,
-                    p.qos,
-                    generation,
-                    p.topic,
-                    p.payload,
-                    received_at,
-                    mono,
-                    p.retain,
+                    incoming,
+                    (
+                        p.packet_id,
+                        p.qos,
+                        generation,
+                        p.topic,
+                        p.payload,
+                        received_at,
+                        mono,
+                        p.retain,
+                    ),
                 )
                 if overflow:
                     overflow.append(item)

@@ -1,12 +1,20 @@
-"""The fleet rules as shipped: compiled by mypyc (setup.py), and the same as their Python source.
+"""What setup.py compiles (mypyc) runs compiled, built from this source, and says what the
+source says.
 
-The modules listed in pyproject.toml's ``[tool.taza] compiled`` run compiled unless the build
-said ``TAZA_PURE_PYTHON=1``; a build older than its source would test (and benchmark) code that
-is no longer the checkout's, so that fails here with the command that rebuilds it. The
-compiled and the pure-Python forms must give the same events and the same snapshot, bit for
-bit, on simulated fleets with every fault the simulator makes, on a stream that jumps
-between two bins (spikes, emptyings, falls: the rules' rare branches) and on a bin walked
-through every temperature, tilt, battery and fault threshold.
+The modules listed in pyproject.toml's ``[tool.taza] compiled`` (the device contract's decode
+and encode, the MQTT codec, the fleet rules: what runs per message) run compiled unless the
+build said ``TAZA_PURE_PYTHON=1``; a build older than its source would test (and benchmark)
+code that is no longer the checkout's, so that fails here with the command that rebuilds it.
+The compiled and the pure-Python forms (``tests/python_source.py``, in a subprocess) must say
+the same, bit for bit:
+
+- the contract: every payload of the bad-payload corpus, a simulated fleet's stream in every
+  firmware style with every malformation, duplicate and clock skew the simulator makes
+  (decoded, refused with the same reason and detail, encoded to the same lines), and its
+  packets through the MQTT parser, cut at random places and with random bytes changed;
+- the rules: the same events and snapshot on simulated fleets with every fault the simulator
+  makes, on a stream that jumps between two bins (spikes, emptyings, falls: the rules' rare
+  branches) and on a bin walked through every temperature, tilt, battery and fault threshold.
 """
 
 from __future__ import annotations
@@ -14,33 +22,24 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import importlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
+import json
 import os
+import random
 import subprocess
 import sys
-import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 from devices.message import Channel, Message
 from simulator.stream import FaultConfig
+from tests.python_source import COMPILED, ROOT, module_name
 
-# Nothing of ingest.fleet at the top: ``python -m tests.test_compiled`` must install its
-# finder before the first import of a listed module (hence the imports inside functions).
+# Nothing compiled at the top (devices.message and simulator.stream are not on the list):
+# ``python -m tests.python_source`` imports this module after its finder is in place.
 
-ROOT = Path(__file__).resolve().parents[1]
-COMPILED: list[str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["taza"][
-    "compiled"
-]
 PURE = os.environ.get("TAZA_PURE_PYTHON", "") in ("1", "true", "yes")
 FAULTS = FaultConfig(duplicate_rate=0.02, out_of_order_rate=0.02, offline_rate=0.05)
-
-
-def module_name(path: str) -> str:
-    return path.removesuffix(".py").replace("/", ".")
 
 
 def test_the_fleet_rules_run_compiled_and_built_from_this_source() -> None:
@@ -115,7 +114,7 @@ def hot_tilted_faulty() -> Iterator[tuple[int, Message]]:
             yield ts, Message(fill_topic, ts, i, body)
 
 
-def trace() -> list[str]:
+def rules_trace() -> list[str]:
     """Everything the rules say about a few streams, as text that compares floats exactly."""
     from ingest.fleet import Fleet
     from tests.test_fleet_support import deliveries, spec
@@ -142,48 +141,108 @@ def trace() -> list[str]:
     return out
 
 
-class _Source(importlib.abc.MetaPathFinder):
-    """Finds the listed modules' ``.py`` even where a compiled ``.so`` sits beside it."""
+def contract_trace() -> list[str]:
+    """What decode, encode and the MQTT parser make of good, bad and broken input, as text."""
+    import devices
+    from devices import Ignored, Limits, Rejected
+    from ingest import mqttcodec as codec
+    from simulator.stream import PUBLISH, Models, StreamStats, fleet_stream
+    from tests.test_fleet_support import T0, spec
 
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = set(names)
+    def outcome(topic: str, payload: bytes, received: datetime, limits: Limits) -> str:
+        try:
+            m = devices.decode(topic, payload, received, limits)
+        except Rejected as r:
+            return f"rejected {r.reason} {r.field} {r.detail}"
+        except Ignored as i:
+            return f"ignored {i}"
+        return f"{m!r} {devices.encode(m, registry.get(m.topic.device_id))}"
 
-    def find_spec(
-        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if name not in self.names:
-            return None
-        return importlib.util.spec_from_file_location(name, ROOT / (name.replace(".", "/") + ".py"))
+    out: list[str] = []
+    corpus = ROOT / "tests" / "data" / "bad"
+    manifest = json.loads((corpus / "manifest.json").read_text(encoding="utf-8"))
+    received = datetime.fromisoformat(manifest["received_at"].replace("Z", "+00:00"))
+    registry: dict[str, devices.DeviceInfo] = {}
+    for name, case in sorted(manifest["cases"].items()):
+        limits = Limits(strict=bool(case.get("strict", False)))
+        out.append(outcome(case["topic"], (corpus / name).read_bytes(), received, limits))
+    fleet = [spec(f"eb-{i}", site=s) for i, s in enumerate(("residential", "park", "transit"))]
+    fleet += [spec(f"rvm-{i}", kind="rvm", site="commercial") for i in range(3)]
+    registry = {d.device_id: d for d in fleet}
+    faults = FaultConfig(
+        malformed_rate=0.1, duplicate_rate=0.02, out_of_order_rate=0.02, clock_skew_s=600,
+        skew_fraction=0.5, offline_rate=0.05,
+    )  # fmt: skip
+    limits = Limits(max_age=timedelta(days=30))
+    packets: list[bytes] = []
+    start = T0 / 1000
+    stream = fleet_stream(
+        fleet, seed=11, start=start, end=start + 2 * 86400, faults=faults, models=Models(),
+        stats=StreamStats(),
+    )  # fmt: skip
+    for k, o in enumerate(stream):
+        if o.action != PUBLISH:
+            continue
+        at = datetime.fromtimestamp(o.sim_t, UTC) + timedelta(milliseconds=k % 3000)
+        out.append(outcome(o.topic, o.payload, at, limits))
+        packets.append(codec.publish(o.topic, o.payload, k % 2, o.retain, k % 65535 + 1))
+    assert sum(x.startswith("rejected") for x in out) > 100, "the stream exercises refusals"
+    rng = random.Random(3)
+
+    def parse(data: bytes) -> str:
+        parser = codec.Parser()
+        got: list[str] = []
+        try:
+            i = 0
+            while i < len(data):
+                n = rng.randrange(1, 300)
+                got += map(repr, parser.feed(data[i : i + n]))
+                i += n
+        except codec.MalformedPacket as e:
+            got.append(f"malformed {e}")
+        return f"{got} pending {parser.pending}"
+
+    out.append(parse(b"".join(packets)))
+    for _ in range(3000):  # a few packets from a boundary, bytes changed, the end cut off
+        i = rng.randrange(len(packets) - 4)
+        cut = bytearray(b"".join(packets[i : i + rng.randrange(1, 4)]))
+        for _ in range(rng.randrange(1, 4)):
+            cut[rng.randrange(min(len(cut), 40))] = rng.randrange(256)
+        out.append(parse(bytes(cut[: rng.randrange(1, len(cut) + 1)])))
+    return out
 
 
-def _pure_trace() -> None:
-    """``python -m tests.test_compiled``: :func:`trace` with the Python source of every listed
-    module (the subprocess of the test below)."""
-    names = [module_name(p) for p in COMPILED]
-    assert not any(n.startswith("ingest.fleet") for n in sys.modules), "imported too early"
-    sys.meta_path.insert(0, _Source(names))
-    for name in names:
-        file = str(importlib.import_module(name).__file__)
-        assert file.endswith(".py"), file
-    sys.stdout.write("\n".join(trace()) + "\n")
+TRACES: dict[str, Callable[[], list[str]]] = {"rules": rules_trace, "contract": contract_trace}
 
 
-def test_compiled_and_python_rules_say_the_same_to_the_last_bit() -> None:
-    compiled = trace()
-    assert sum("AlertTransition(" in line for line in compiled) > 50  # the stream exercises them
-    assert any("Anomaly(" in line for line in compiled)
-    assert any("Collection(" in line for line in compiled)
-    for alert in ("fire", "overheat", "tilted", "lid_open", "sensor_fault", "battery_low"):
-        assert any(f"alert='{alert}', state=<AlertState.RESOLVED" in x for x in compiled), alert
+def python_source(trace: str) -> list[str]:
+    """The trace with every listed module run from its ``.py`` (``tests/python_source.py``)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    pure = subprocess.run(
-        [sys.executable, "-m", "tests.test_compiled"],
+    return subprocess.run(
+        [sys.executable, "-m", "tests.python_source", trace],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True,
     ).stdout.splitlines()  # fmt: skip
+
+
+def same(compiled: list[str], pure: list[str]) -> None:
     assert len(pure) == len(compiled)
     for i, (a, b) in enumerate(zip(compiled, pure, strict=True)):
         assert a == b, f"line {i}: compiled {a!r} != python {b!r}"
 
 
-if __name__ == "__main__":
-    _pure_trace()
+def test_compiled_and_python_contract_say_the_same_to_the_last_bit() -> None:
+    compiled = contract_trace()
+    reasons = {line.split()[1] for line in compiled if line.startswith("rejected")}
+    assert len(reasons) > 15, reasons  # the corpus names every reason decode gives
+    assert any("malformed" in line for line in compiled)
+    same(compiled, python_source("contract"))
+
+
+def test_compiled_and_python_rules_say_the_same_to_the_last_bit() -> None:
+    compiled = rules_trace()
+    assert sum("AlertTransition(" in line for line in compiled) > 50  # the stream exercises them
+    assert any("Anomaly(" in line for line in compiled)
+    assert any("Collection(" in line for line in compiled)
+    for alert in ("fire", "overheat", "tilted", "lid_open", "sensor_fault", "battery_low"):
+        assert any(f"alert='{alert}', state=<AlertState.RESOLVED" in x for x in compiled), alert
+    same(compiled, python_source("rules"))
