@@ -262,7 +262,7 @@ class FleetStage:
         journal.writing = True
         try:
             durable = asyncio.get_running_loop().run_in_executor(None, journal.write, record)
-            apply = self._apply
+            apply = self.fleet.apply
             events: list[Event] = []
             spent = 0.0
             n = len(batch)
@@ -273,7 +273,10 @@ class FleetStage:
                 started = time.thread_time()
                 end = start + APPLY_CHUNK
                 for m, d in zip(batch.messages[start:end], batch.devices[start:end], strict=True):
-                    events += apply(m, d, now_ms)
+                    try:  # _apply's guard inline: a call less per message
+                        events += apply(m, d, now_ms)
+                    except Exception as exc:
+                        self._apply_failed(m, exc)
                 spent += time.thread_time() - started
             self.apply_seconds.inc(spent)
             await durable
@@ -291,16 +294,20 @@ class FleetStage:
         try:
             return self.fleet.apply(message, info, now_ms)
         except Exception as exc:
-            self.apply_failed.inc()
-            log.exception(
-                "fleet_apply_failed",
-                device_id=message.topic.device_id,
-                topic=str(message.topic),
-                seq=message.seq,
-                error=f"{type(exc).__name__}: {exc}",
-                action="message stored; its effect on the fleet state skipped",
-            )
+            self._apply_failed(message, exc)
             return []
+
+    def _apply_failed(self, message: Message, exc: Exception) -> None:
+        self.apply_failed.inc()
+        log.error(
+            "fleet_apply_failed",
+            device_id=message.topic.device_id,
+            topic=str(message.topic),
+            seq=message.seq,
+            error=f"{type(exc).__name__}: {exc}",
+            action="message stored; its effect on the fleet state skipped",
+            exc_info=exc,
+        )
 
     async def _emit(self, events: list[Event], now_ms: int) -> None:
         if not events:
