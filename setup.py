@@ -1,10 +1,11 @@
-"""Compiles the fleet stage's per-message rules with mypyc (the rest of the build is
-pyproject.toml's).
+"""Compiles the per-message modules with mypyc (the rest of the build is pyproject.toml's).
 
-The rules run for every stored message before its PUBACK; compiled they cost about half
-(docs/performance.md, "The fleet rules compiled"). The same modules stay importable as plain Python:
+The modules listed under ``[tool.taza] compiled`` (the device contract's decode and encode, the
+lean intake's MQTT codec, the fleet stage's rules) run for every message before its PUBACK;
+compiled they cost a half to a third (docs/performance.md, "The fleet rules compiled" and "The
+contract and the codec compiled"). The same modules stay importable as plain Python:
 ``TAZA_PURE_PYTHON=1`` at build time ships them uncompiled (no C compiler needed), and
-``tests/test_compiled.py`` checks both forms give the same events.
+``tests/test_compiled.py`` checks both forms say the same.
 """
 
 from __future__ import annotations

@@ -43,13 +43,48 @@ def received_ms(received_at: datetime) -> int:
 def parse_rfc3339(text: str) -> int:
     """Epoch milliseconds of an RFC 3339 date-time with offset; fractions below 1 ms are cut."""
     if _COMMON_SHAPE.fullmatch(text) is not None:
-        # The common shape, checked strictly above, is safe to hand to the C parser (3x faster);
-        # anything it refuses (leap second, day 31 of April) goes the exact way below.
-        try:
-            return (datetime.fromisoformat(text) - _EPOCH) // _ONE_MS
-        except ValueError:
-            pass
+        # The common shape, checked strictly above, has its numbers at fixed places; anything
+        # out of range there (leap second, day 31 of April) goes the exact way below.
+        ms = _parse_common(text)
+        if ms is not None:
+            return ms
     return _parse_exact(text)
+
+
+_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _parse_common(text: str) -> int | None:
+    """``_parse_exact``'s result for text of ``_COMMON_SHAPE``, or ``None`` where that would
+    refuse it: integer arithmetic from fixed positions (compiled, ≈ 3x cheaper than
+    ``datetime.fromisoformat`` and the timedelta it needs; tested against ``_parse_exact``)."""
+    y, mo, d = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    if not (1 <= mo <= 12 and d >= 1 and y >= 1) or hour > 23 or minute > 59 or second > 59:
+        return None
+    if d > _DAYS_IN_MONTH[mo] + (1 if mo == 2 and leap else 0):
+        return None
+    # Days from the civil date (H. Hinnant's days_from_civil), exact for every year.
+    yy = y - 1 if mo <= 2 else y
+    era = yy // 400
+    yoe = yy - era * 400
+    doy = (153 * (mo - 3 if mo > 2 else mo + 9) + 2) // 5 + d - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    ms = days * _MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000
+    end = len(text)
+    if text[end - 1] == "Z":
+        zone = end - 1
+    else:
+        zone = end - 6
+        off_h = int(text[end - 5 : end - 3])
+        if off_h > 23:
+            return None
+        off = (off_h * 60 + int(text[end - 2 :])) * 60_000
+        ms = ms - off if text[zone] == "+" else ms + off
+    if zone > 19:  # ".", then 1 to 9 digits
+        ms += int((text[20:zone] + "00")[:3])
+    return ms
 
 
 def _parse_exact(text: str) -> int:

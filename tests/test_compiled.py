@@ -32,12 +32,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from devices.message import Channel, Message
+from devstack.pysource import ROOT, compiled_modules, module_name
 from simulator.stream import FaultConfig
-from tests.python_source import COMPILED, ROOT, module_name
 
 # Nothing compiled at the top (devices.message and simulator.stream are not on the list):
-# ``python -m tests.python_source`` imports this module after its finder is in place.
+# ``python -m tests.python_source`` imports this module after the source finder is in place.
 
+COMPILED = compiled_modules()
 PURE = os.environ.get("TAZA_PURE_PYTHON", "") in ("1", "true", "yes")
 FAULTS = FaultConfig(duplicate_rate=0.02, out_of_order_rate=0.02, offline_rate=0.05)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -385,3 +385,46 @@ def test_fast_constructor_falls_back_for_classes_with_post_init() -> None:
                 raise ValueError
 
     assert fast_constructor(Checked) is Checked
+
+
+def _two(n: int) -> str:
+    return f"{n:02d}"
+
+
+def _field(lo: int, hi: int) -> st.SearchStrategy[str]:
+    """Mostly in range, sometimes any two digits (what the fast path must hand over)."""
+    return st.one_of(st.integers(lo, hi), st.integers(lo, hi), st.integers(0, 99)).map(_two)
+
+
+COMMON_RFC3339 = st.builds(
+    lambda y, mo, d, h, mi, s, frac, zone: f"{y:04d}-{mo}-{d}T{h}:{mi}:{s}{frac}{zone}",
+    st.one_of(st.integers(1900, 2100), st.integers(0, 9999)),
+    _field(1, 12), _field(1, 31), _field(0, 23), _field(0, 59), _field(0, 59),
+    st.one_of(st.just(""), st.text("0123456789", min_size=1, max_size=9).map("." .__add__)),
+    st.one_of(
+        st.just("Z"),
+        st.builds(
+            lambda sign, h, m: f"{sign}{h:02d}:{m:02d}",
+            st.sampled_from("+-"), st.integers(0, 30), st.integers(0, 59),
+        ),
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=3000, deadline=None)
+@given(COMMON_RFC3339)
+def test_the_common_rfc3339_shape_parses_exactly_as_the_full_parser(text: str) -> None:
+    """The fast path of ``ts`` parsing (fixed positions, integer calendar arithmetic) gives the
+    exact parser's milliseconds, or hands over what that parser refuses (day 31 of April, a
+    leap second, hour 24, offset +24:00, year 0), and agrees with ``datetime`` when valid."""
+    from devices.timestamps import _COMMON_SHAPE, _parse_common, _parse_exact
+
+    assert _COMMON_SHAPE.fullmatch(text), text
+    try:
+        exact: int | None = _parse_exact(text)
+    except Rejected:
+        exact = None
+    assert _parse_common(text) == exact, text
+    if exact is not None and len(text) <= 32:  # datetime reads at most 6 fraction digits
+        iso = datetime.fromisoformat(text)
+        assert exact == (iso - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
