@@ -81,6 +81,7 @@ integration: setup
 
 bench: setup
 	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/hotpath.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/compare.py --paho

@@ -64,7 +64,7 @@ for (_kind, _channel), _spec in SPECS.items():
 
 _last_received: tuple[datetime | None, int] = (None, 0)
 """The last ``received_at`` and its epoch ms: an intake gives a whole receive buffer one
-receive time, and the timedelta arithmetic costs about a tenth of a ``fill``'s decode."""
+receive time, and the timedelta arithmetic (≈ 0.4 µs) is a sixth of a ``fill``'s decode."""
 
 
 def decode(
