@@ -43,8 +43,17 @@ def _binaries() -> None:
             pytest.fail(str(exc), pytrace=False)
 
 
+# A terminal starts its commands with SIGINT at its default; a background job of a
+# non-interactive shell (POSIX) hands them SIGINT ignored, and make would then ignore Ctrl-C.
+SIGINT_DEFAULT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
 class Demo:
-    """The demo as a child process; its output is collected line by line by a thread."""
+    """The demo as a child process (SIGINT at its default, as from a terminal); its output is
+    collected line by line by a thread."""
 
     def __init__(self, var: Path, *args: str, via_make: bool = False) -> None:
         self.var = var
@@ -55,7 +64,7 @@ class Demo:
             else [sys.executable, "-m", "devstack.demo", *demo_args]
         )
         self.proc = subprocess.Popen(
-            command,
+            [sys.executable, "-c", SIGINT_DEFAULT, *command],
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
