@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from compare import Publishers, Queryable, payload_mix, proc_cpu, proc_hwm
+from compare import Mix, Publishers, Queryable, payload_mix, proc_cpu, proc_hwm
 
 from devstack.ingest_process import IngestProcess
 from devstack.servers import InfluxDB1, Mosquitto, find_binary, free_port
@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    payloads = payload_mix(args.messages, args.devices, "bkl")
+    payloads = Mix(payload_mix(args.messages, args.devices, "bkl"))
 
     with tempfile.TemporaryDirectory(prefix="taza-backlog-") as tmp:
         root = Path(tmp)
