@@ -40,7 +40,8 @@ import gc
 import time
 from datetime import UTC, datetime
 
-from devstack.publisher import FLEET_ID, fill_messages, fleet_fill_payloads
+from compare import DEVICE_TOPIC, FLEET_ID, PUBLISHERS, TOPIC, fleet_mix, payload_mix
+
 from ingest import mqttcodec as codec
 from ingest.batch import Batch, Incoming
 from ingest.fleet import rules_build
@@ -58,19 +59,19 @@ Stream = list[tuple[str, bytes]]
 
 
 def four_topics() -> Stream:
-    """compare.py's ``payload_mix`` with publisher p's slice on its topic ``cmp-p{p}``."""
-    per = -(-N // DEVICES)
-    payloads = [p for _, p, _ in fill_messages(DEVICES, per, prefix="cmp")][:N]
-    return [(f"taza/v1/almaty/ecobox/cmp-p{i % 4}/fill", p) for i, p in enumerate(payloads)]
+    """compare.py's four-topics mix: message ``i`` on publisher ``i % 4``'s topic."""
+    payloads = payload_mix(N, DEVICES, "cmp")
+    topic = [TOPIC.format(region="almaty", prefix="cmp", p=p) for p in range(PUBLISHERS)]
+    return [(topic[i % PUBLISHERS], p) for i, p in enumerate(payloads)]
 
 
 def fleet() -> Stream:
-    """compare.py's ``fleet_mix``: device ``i % 1000`` on its own topic."""
-    out = []
-    for i, payload in enumerate(fleet_fill_payloads(DEVICES, N // DEVICES)):
-        topic = f"taza/v1/almaty/ecobox/{FLEET_ID}-{i % DEVICES:05d}/fill"
-        out.append((topic, payload))
-    return out
+    """compare.py's fleet mix: message ``i`` on device ``i % 1000``'s own topic."""
+    mix = fleet_mix(N, DEVICES)
+    return [
+        (DEVICE_TOPIC.format(region="almaty", prefix=FLEET_ID, d=i % DEVICES), p)
+        for i, p in enumerate(mix.payloads)
+    ]
 
 
 STREAMS = {"four-topics": (four_topics, False), "fleet": (fleet, True)}
