@@ -44,6 +44,7 @@ from ingest.writers.base import names_line
 log = structlog.get_logger("ingest.delivery")
 
 Republisher = Callable[[list[DeadLetter]], None]
+AHEAD = 1  # batches stored ahead of the sink (see Delivery.run)
 
 
 class Delivery:
@@ -69,7 +70,7 @@ class Delivery:
         self.acknowledger = acknowledger
         self.sink = sink
         self.handled = 0  # batches done: the watchdog's measure of progress
-        self.in_hand = False
+        self._in_hand = 0
         self.attempts = attempts
         self.republish = republish
         self.retry_initial_s = retry_initial_s
@@ -85,6 +86,11 @@ class Delivery:
             self._spooled.set()
         metrics.spool_bytes.set(spool.bytes)
 
+    @property
+    def in_hand(self) -> bool:
+        """A batch taken from the queue and not yet acknowledged (or given up)."""
+        return self._in_hand > 0
+
     async def run(self, batches: asyncio.Queue[Batch | None]) -> None:
         """Owner of the batch queue; returns after the sentinel, every batch handled.
 
@@ -92,18 +98,57 @@ class Delivery:
         the batch acknowledged: a message the broker has forgotten is in the database and in
         the sink's own record (the fleet stage's journal), so a crash between the two cannot
         lose its effect on the state — at worst it is redelivered, which changes nothing. A
-        batch that was not stored reaches neither; a sink that fails leaves it unacknowledged."""
-        while (batch := await batches.get()) is not None:
-            self.in_hand = True
-            stored = await self.store(batch)
-            if stored:
-                if self.sink is not None and batch.messages:
-                    await self.sink.delivered(batch.delivered())
-                self.acknowledger.ack(batch.acks)
-                if batch.first_received:
-                    self.metrics.ingest_lag.set(time.monotonic() - batch.first_received)
-            self.in_hand = False
-            self.handled += 1
+        batch that was not stored reaches neither; a sink that fails leaves it unacknowledged
+        and brings the service down.
+
+        With a sink, the next batch is stored while the sink takes the last one: a write is
+        mostly waiting on the database (≈ 85 ms a 5,000-line batch while draining, of which
+        ≈ 25 ms its CPU), the fleet stage ≈ 70 ms, and one after the other they were the
+        drain's pace. Stores stay one at a time and in order (the spool's replay order
+        depends on it), sinks and acknowledgements in batch order; at most ``AHEAD`` batch is
+        stored (or being stored) beyond the one the sink has."""
+        if self.sink is None:
+            while (batch := await batches.get()) is not None:
+                self._in_hand += 1
+                if await self.store(batch):
+                    self._acknowledge(batch)
+                self._done()
+            return
+        stored: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=AHEAD)
+        ahead = asyncio.Semaphore(AHEAD + 1)  # taken per batch stored, until acknowledged
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._sink_and_ack(self.sink, stored, ahead), name="sink")
+                while (batch := await batches.get()) is not None:
+                    await ahead.acquire()
+                    self._in_hand += 1
+                    if await self.store(batch):
+                        await stored.put(batch)
+                    else:
+                        ahead.release()
+                        self._done()
+                await stored.put(None)
+        except* Exception as group:  # the store's or the sink's own error, not a group of one
+            raise group.exceptions[0] from None
+
+    async def _sink_and_ack(
+        self, sink: DeliveredSink, stored: asyncio.Queue[Batch | None], ahead: asyncio.Semaphore
+    ) -> None:
+        while (batch := await stored.get()) is not None:
+            if batch.messages:
+                await sink.delivered(batch.delivered())
+            self._acknowledge(batch)
+            ahead.release()
+            self._done()
+
+    def _acknowledge(self, batch: Batch) -> None:
+        self.acknowledger.ack(batch.acks)
+        if batch.first_received:
+            self.metrics.ingest_lag.set(time.monotonic() - batch.first_received)
+
+    def _done(self) -> None:
+        self._in_hand -= 1
+        self.handled += 1
 
     async def store(self, batch: Batch) -> bool:
         """True once everything in the batch is durable; False only when stopping while a

@@ -8,12 +8,13 @@ What the service holds between a PUBLISH and its PUBACK:
   queue is full, since mosquitto 2.0.11 was measured sending beyond it);
 - QoS 0 (never acknowledged, so outside the window): the intake queue keeps at most
   ``QOS0_HEADROOM`` beyond the window and drops the rest (``intake_full``); past the queue
-  they sit in at most four batches (the one being filled, two queued, one in delivery),
+  they sit in at most five batches (the one being filled, two queued, two in delivery:
+  one being stored while the fleet stage has the one before),
   each handed over at ``batch_max_lines`` lines — a batch of rejects, which has no lines, is
   handed over by age (``TAZA_BATCH_MAX_AGE_MS``) instead;
-- line-protocol text: at most four batches of ``batch_max_lines`` lines.
+- line-protocol text: at most five batches of ``batch_max_lines`` lines.
 
-So messages ≤ ``receive_maximum + QOS0_HEADROOM + 4 × batch_max_lines``, each holding its
+So messages ≤ ``receive_maximum + QOS0_HEADROOM + 5 × batch_max_lines``, each holding its
 payload (≤ ``max_payload_bytes``; a larger one was received whole to be rejected as
 ``too_large``, so keep the broker's ``message_size_limit`` near it) plus ``PER_MESSAGE_BYTES``
 of objects, and each line ≤ ``LINE_BYTES``. The constants are measured with tracemalloc
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 QOS0_HEADROOM = 10000
 """Intake-queue room beyond the Receive Maximum, which QoS 0 messages escape."""
-BATCHES_IN_FLIGHT = 4
+BATCHES_IN_FLIGHT = 5
 PER_MESSAGE_BYTES = 2048
 LINE_BYTES = 1024
 

@@ -123,6 +123,12 @@ class Metrics:
         self.mqtt_reconnects = Counter(
             "taza_mqtt_reconnects_total", "broker reconnections", registry=r
         )
+        self.mqtt_publishes_dropped = Counter(
+            "taza_mqtt_publishes_dropped_total",
+            "QoS 1 publishes (alerts, dead-letter copies) dropped unacknowledged: the oldest "
+            "held one, to make room, while the broker's PUBACKs lag",
+            registry=r,
+        )
         self.database_up = Gauge(
             "taza_database_up", "1 when the last write or ping reached the database", registry=r
         )

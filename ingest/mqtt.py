@@ -175,6 +175,7 @@ class MqttIntake(IntakeLifetime):
         self.connects = 0
         self.unacked = 0  # put on the queue, not yet acknowledged (or given up)
         self.dropped = 0
+        self.publishes_dropped = 0  # paho queues its own publishes: none dropped here
         self.lock = threading.Lock()  # socket callbacks may fire in the connect thread
         self.acknowledger = MqttAcknowledger(self)
         self._stop = asyncio.Event()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ log = structlog.get_logger("ingest.mqtt")
 
 SUBSCRIBE_ID = 1
 OUTBOX_LIMIT = 10000  # QoS 1 publishes held for the broker's PUBACK (alerts, dead letters)
+OUTBOX_LOG_EVERY_S = 10.0
 
 
 @dataclass(slots=True)
@@ -147,6 +149,9 @@ class LeanIntake(IntakeLifetime):
         self._inflight = 0
         self._send_quota = 65535  # the broker's Receive Maximum for our QoS 1 publishes
         self._send_soon = False  # a _send_now is scheduled
+        self.publishes_dropped = 0  # the fleet stage re-syncs the retained alerts after a drop
+        self._drops_unlogged = 0
+        self._drops_logged_at = -OUTBOX_LOG_EVERY_S
 
     def loop_time(self) -> float:
         assert self._loop is not None
@@ -303,7 +308,7 @@ class LeanIntake(IntakeLifetime):
         if len(self._outbox) >= OUTBOX_LIMIT:
             old_pid, old = self._outbox.popitem(last=False)
             self._forget(old_pid, old)
-            log.error("mqtt_outbox_full", dropped_topic=old.topic, limit=OUTBOX_LIMIT)
+            self._dropped(old)
         pid = self._packet_id()
         self._outbox[pid] = _Held(topic, payload, retain)
         self._unsent[pid] = None
@@ -312,6 +317,26 @@ class LeanIntake(IntakeLifetime):
             # send() each (they were 3 % of the service's CPU with alerts on).
             self._send_soon = True
             asyncio.get_running_loop().call_soon(self._send_now)
+
+    def _dropped(self, held: _Held) -> None:
+        """Counted each time, logged at most every OUTBOX_LOG_EVERY_S: a flood of alerts
+        while the broker's PUBACKs lag (they queue behind the messages it is sending us)
+        would otherwise write an error line per publish, each costing more than the publish."""
+        self.metrics.mqtt_publishes_dropped.inc()
+        self.publishes_dropped += 1
+        self._drops_unlogged += 1
+        now = time.monotonic()
+        if now - self._drops_logged_at >= OUTBOX_LOG_EVERY_S:
+            log.error(
+                "mqtt_outbox_full",
+                dropped=self._drops_unlogged,
+                last_dropped_topic=held.topic,
+                limit=OUTBOX_LIMIT,
+                action="oldest QoS 1 publishes dropped (taza_mqtt_publishes_dropped_total); "
+                "the alert stage puts the retained alert topics right at its next tick",
+            )
+            self._drops_logged_at = now
+            self._drops_unlogged = 0
 
     def _send_now(self) -> None:
         self._send_soon = False

@@ -238,6 +238,7 @@ class Service:
                 spool_max_bytes=settings.spool_max_bytes,
                 tick_interval_s=settings.alert_tick_interval_s,
                 snapshot_interval_s=settings.alert_snapshot_interval_s,
+                publishes_dropped=lambda: self.intake.publishes_dropped,
             )
         except FleetConfigError as exc:
             raise ConfigError(f"TAZA_REGISTRY: {exc}") from None

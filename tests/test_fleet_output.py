@@ -18,6 +18,7 @@ from ingest.fleet import (
     lines,
     plan_mqtt,
 )
+from ingest.fleet.output import MqttMessage
 from tests.test_fleet_support import (
     MIN,
     T0,
@@ -110,19 +111,53 @@ def test_full_soon_payload_has_the_forecast() -> None:
     assert f["full_at"].endswith("Z")
 
 
-def test_a_live_batch_publishes_retained_firing_then_resolved_and_an_empty_retained() -> None:
+def _published(out: list[MqttMessage], topic: str) -> list[tuple[bool, bool, str]]:
+    """(retain, live, state or "" for an empty payload) of what goes to ``topic``."""
+    return [(m.retain, m.live, orjson.loads(m.payload)["state"] if m.payload else "")
+            for m in out if m.topic == topic]  # fmt: skip
+
+
+def test_a_live_fleet_retains_firing_then_sends_resolved_and_an_empty_retained() -> None:
+    """Reports minutes apart reach taza in batches of their own: the firing message is the
+    retained state until the clear empties it."""
     b = full_bin()
-    now = b.t + MIN
-    out = plan_mqtt(b.events, now, 3600)
+    fired, resolved = transitions(b.events, "full")
     topic = "taza/v1/alerts/almaty/eb-1/full"
-    kinds = [(m.topic, m.retain, m.live, orjson.loads(m.payload)["state"] if m.payload else "")
-             for m in out if m.topic == topic]  # fmt: skip
-    assert kinds == [
-        (topic, True, True, "firing"),
-        (topic, False, True, "resolved"),
-        (topic, True, False, ""),
+    assert _published(plan_mqtt([fired], fired.ts_ms + 500, 3600), topic) == [
+        (True, True, "firing")
     ]
-    assert all(m.qos == 1 for m in out)
+    later = plan_mqtt([resolved], resolved.ts_ms + 500, 3600)
+    assert _published(later, topic) == [(False, True, "resolved"), (True, False, "")]
+    assert all(m.qos == 1 for m in later)
+
+
+def test_one_batch_sets_each_topic_s_retained_state_once_and_notifies_every_transition() -> None:
+    """Fired and resolved inside one batch: the firing message would be replaced in the same
+    write, so it goes out unretained; the empty clear is the retained state. A bin that fills
+    and is emptied three times in a batch, full at its end: every firing and resolved message
+    live, one retained message (the last firing), no empty payload."""
+    b = full_bin()
+    topic = "taza/v1/alerts/almaty/eb-1/full"
+    assert _published(plan_mqtt(b.events, b.t + MIN, 3600), topic) == [
+        (False, True, "firing"),
+        (False, True, "resolved"),
+        (True, False, ""),
+    ]
+    ramp = [50.0, 60.0, 70.0, 72.0, 74.0, 76.0, 78.0, 80.5, 81.5]
+    for _ in range(2):
+        b.fills(ramp)
+        b.fill(2.5)
+    b.fills(ramp)
+    out = plan_mqtt(b.events, b.t + MIN, 86400)  # every transition young
+    assert _published(out, topic) == [
+        *[(False, True, "firing"), (False, True, "resolved")] * 3,
+        (True, True, "firing"),
+    ]
+    st = b.fleet.get("eb-1")
+    assert st is not None
+    last = [m for m in out if m.topic == topic][-1]
+    now_firing = next(t.episode for t in st.firing() if t.alert == "full")
+    assert orjson.loads(last.payload)["episode"] == now_firing, "the episode firing now"
 
 
 def test_a_drained_backlog_notifies_only_what_is_current() -> None:

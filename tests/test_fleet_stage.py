@@ -301,6 +301,42 @@ def test_the_retained_sync_clears_stale_topics_and_republishes_only_what_differs
     assert [t for t, *_ in sync({})] == [topic], "a broker that lost its retained store"
 
 
+def test_publishes_the_intake_dropped_are_put_right_at_the_next_tick(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """The intake's outbox was full (the broker's PUBACKs lagging) and the retained firing
+    message was among the dropped: the next tick re-syncs, once per new drop count."""
+    published = Published()
+    stage = make_stage(tmp_path, FakeWriter(), published)
+    loop.run_until_complete(stage.delivered(fills([70.0, 78.0, 81.0, 84.0])))
+    topic = "taza/v1/alerts/almaty/eb-1/full"
+    assert [(t, retain) for t, _, _, retain in published] == [(topic, True)]
+    published.clear()
+    dropped = [0]
+    reads: list[int] = []
+
+    async def read() -> dict[str, bytes]:
+        reads.append(dropped[0])
+        return {}  # the dropped firing message never reached the broker
+
+    stage.ready = lambda: True
+    stage.read_retained = read
+    stage.publishes_dropped = lambda: dropped[0]
+    stage.tick_interval_s = 0.05
+
+    async def scenario() -> None:
+        clock = asyncio.create_task(stage.run_clock())
+        await asyncio.sleep(0.7)  # the sync on becoming ready, then ticks without drops
+        assert reads == [0]
+        dropped[0] = 3
+        await asyncio.sleep(1.2)
+        clock.cancel()
+
+    loop.run_until_complete(scenario())
+    assert reads == [0, 3], "one more sync, for the new drops only"
+    assert [(t, retain) for t, _, _, retain in published] == [(topic, True)] * 2
+
+
 def test_a_message_the_rules_fail_on_is_skipped_not_looped(
     tmp_path: Path, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -82,8 +82,12 @@ async def test_sink_sees_every_stored_message_once_in_order_after_it_is_durable_
     await delivery.run(queue)
     assert sink.seen == [(f"d{s % 3}", s) for s in (1, 2, 3, 4, 5, 6)]
     # Each call comes once the batch is stored (lines written, or spooled) and before its own
-    # PUBACK: only the earlier batches are acknowledged then.
-    assert sink.state_at_call == [(0, 3, 0), (3, 5, 0), (7, 5, 1)], "after store, before ack"
+    # PUBACK: only the earlier batches are acknowledged then. (The next batch may be stored
+    # already: a store runs beside the sink.)
+    assert [acks for acks, _, _ in sink.state_at_call] == [0, 3, 7], "before its ack"
+    stored_then = [(lines >= need, spooled) for (_, lines, spooled), need in
+                   zip(sink.state_at_call, (3, 5, 5), strict=True)]  # fmt: skip
+    assert stored_then == [(True, 0), (True, 0), (True, 1)], "after its store"
     assert acked == [1, 2, 3, 10, 11, 12, 13, 20]
 
     # Spool full, database down, stopping: the batch is not stored — the sink never sees it.
@@ -94,6 +98,43 @@ async def test_sink_sees_every_stored_message_once_in_order_after_it_is_durable_
     await delivery.run(queue)
     assert [s for _, s in sink.seen] == [1, 2, 3, 4, 5, 6]
     assert 30 not in acked
+
+
+async def test_the_next_batch_is_stored_while_the_sink_takes_one_and_no_further(
+    tmp_path: Path,
+) -> None:
+    """The sink's work overlaps the next batch's write, and only that one: a sink that
+    stalls holds the stores back after one batch, and nothing is acknowledged past it."""
+    writer, acked = MemoryWriter(), []
+    gate = asyncio.Event()
+    sunk: list[int] = []
+
+    class StallingSink:
+        async def delivered(self, messages: Sequence[Accepted]) -> None:
+            await gate.wait()
+            sunk.append(len(messages))
+
+    delivery = Delivery(writer, Spool(tmp_path / "spool", 1 << 20),
+                        DeadLetterStore(tmp_path / "dl"), Metrics(), ListAcknowledger(acked),
+                        sink=StallingSink(), attempts=1)  # fmt: skip
+    pipeline = Pipeline(Metrics(), limits=limits_from(4096, 86400, False))
+    queue: asyncio.Queue[Batch | None] = asyncio.Queue()
+    for b in range(4):
+        queue.put_nowait(_batch(pipeline, 10 * b, [b + 1]))
+    queue.put_nowait(None)
+    run = asyncio.create_task(delivery.run(queue))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert len(writer.lines) == 2, "the first batch at the sink, the second stored beside it"
+    assert acked == []
+    assert delivery.in_hand
+    gate.set()
+    await asyncio.wait_for(run, 5)
+    assert len(writer.lines) == 4
+    assert sunk == [1, 1, 1, 1]
+    assert acked == [0, 10, 20, 30]
+    assert not delivery.in_hand
+    assert delivery.handled == 4
 
 
 async def test_the_batch_carries_each_accepted_message_decoded_with_its_source() -> None:

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from devstack.publisher import Publisher
 from devstack.servers import Mosquitto, find_binary
+from ingest import mqtt_lean
 from ingest import mqttcodec as codec
 from ingest.batch import Incoming
 from ingest.errors import BrokerRefused
@@ -175,6 +177,37 @@ async def test_qos1_retained_publish_is_held_then_resent_until_acknowledged(
     broker.thaw()
     await until(lambda: lean.subscribed and not lean._outbox, "PUBACK after the reconnect")
     assert await asyncio.to_thread(retained, broker, "taza/v1/alerts/almaty/ecobox/d2") == b"resent"
+    await lean.close()
+    await task
+
+
+async def test_a_full_outbox_drops_the_oldest_publishes_counted_and_logged_once(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the broker's PUBACKs lag, the outbox keeps the newest OUTBOX_LIMIT publishes.
+    Each drop is counted (metric and ``publishes_dropped``, which the alert stage watches);
+    the error line comes once per interval, not once per publish."""
+    monkeypatch.setattr(mqtt_lean, "OUTBOX_LIMIT", 5)
+    cid = f"lean-outbox-{next(_ids)}"
+    lean, _ = intake(options(mosquitto, cid))
+    topics = [f"taza/v1/alerts/{cid}/d{i}/full" for i in range(12)]
+    with capture_logs() as logs:
+        for i, topic in enumerate(topics):
+            lean.publish(topic, b"firing %d" % i, qos=1, retain=True)  # not connected: held
+    full = [e for e in logs if e["event"] == "mqtt_outbox_full"]
+    assert [(e["dropped"], e["last_dropped_topic"]) for e in full] == [(1, topics[0])]
+    assert lean.publishes_dropped == 7
+    assert lean.metrics.registry.get_sample_value("taza_mqtt_publishes_dropped_total") == 7
+    task = asyncio.create_task(lean.run())
+    await until(lambda: lean.subscribed and not lean._outbox, "PUBACKs of the five kept")
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [find_binary("mosquitto_sub"), "-h", mosquitto.host, "-p", str(mosquitto.port),
+         "-t", f"taza/v1/alerts/{cid}/#", "--retained-only", "-v", "-C", "6", "-W", "2"],
+        capture_output=True, timeout=15,
+    )  # fmt: skip
+    got = sorted(out.stdout.decode().splitlines(), key=lambda line: int(line.split("/")[4][1:]))
+    assert got == [f"{t} firing {i}" for i, t in enumerate(topics)][7:], "the newest five"
     await lean.close()
     await task
 

@@ -120,7 +120,7 @@ def test_pipeline_rejects_the_excess_before_decoding_and_counts_it_per_kind() ->
 
 def test_a_configuration_that_could_hold_too_much_in_flight_does_not_start() -> None:
     default = load_settings().inflight
-    assert (default.messages, default.bytes // 2**20) == (50_000, 312), "docs/ingest.md's figures"
+    assert (default.messages, default.bytes // 2**20) == (55_000, 346), "docs/ingest.md's figures"
     with pytest.raises(ConfigError) as info:
         load_settings(max_payload_bytes=262144)
     assert "TAZA_MAX_INFLIGHT_BYTES" in str(info.value)

@@ -81,7 +81,7 @@ def test_a_flooding_device_is_throttled_while_the_others_keep_their_throughput(
         assert kept <= {p for _, p, _ in flood}, "each excess message kept whole, replayable"
         (start,) = [e for e in ingest.log_events() if e["event"] == "taza_ingest_started"]
         assert start["rate_limit"] == f"{RATE}/s burst {BURST}"
-        assert str(start["inflight_bound"]).startswith("312 MiB"), "the bound is stated at start"
+        assert str(start["inflight_bound"]).startswith("347 MiB"), "the bound is stated at start"
         time.sleep(0.3)
         assert 1 <= len(told.messages) <= 5 + 1, "feedback to the flooder is rate-limited too"
     finally:

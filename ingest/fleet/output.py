@@ -150,7 +150,12 @@ def plan_mqtt(events: Sequence[Event], now_ms: int, max_age_s: float) -> list[Mq
       only if younger than ``max_age_s``: an old one just makes the retained topic true);
     - firing and resolved in the batch: both published if young, nothing if old (history);
     - resolved: if young, the ``resolved`` message; always the empty retained payload, which
-      removes a retained firing message an earlier batch may have left.
+      removes a retained firing message an earlier batch may have left;
+    - then per topic only the batch's last retained message sets the retained state: an
+      earlier one would be replaced within the same write, so a firing message before it goes
+      out as a plain (live) notification and an empty or old one is not sent. A bin that
+      fills and is emptied many times in one batch (a drained backlog, a flapping sensor)
+      then costs the broker one retained update, not one per transition.
     """
     oldest = now_ms - int(max_age_s * 1000)
     transitions = []
@@ -182,4 +187,22 @@ def plan_mqtt(events: Sequence[Event], now_ms: int, max_age_s: float) -> list[Mq
             if young:
                 add(MqttMessage(topic, alert_payload(t), False, True))
             add(MqttMessage(topic, b"", True, False))
+    return _last_retained_only(out)
+
+
+def _last_retained_only(planned: list[MqttMessage]) -> list[MqttMessage]:
+    last: dict[str, int] = {}
+    retained = 0
+    for i, m in enumerate(planned):
+        if m.retain:
+            last[m.topic] = i
+            retained += 1
+    if retained == len(last):
+        return planned  # the usual batch: each topic's retained state set once already
+    out = []
+    for i, m in enumerate(planned):
+        if not m.retain or last[m.topic] == i:
+            out.append(m)
+        elif m.live:
+            out.append(MqttMessage(m.topic, m.payload, False, True))
     return out

@@ -12,9 +12,10 @@ spooled.
 The clock task (``fleet-clock``) judges ``offline`` on the wall clock every
 ``alert_tick_interval_s``, writes the snapshot at most every ``alert_snapshot_interval_s``
 (only when every line handed to history so far is stored, so the journal it truncates is no
-longer needed), and each time the intake becomes ready (start, reconnect) brings the retained
-alert topics in line with what fires: every firing alert is published again (retained) and a
-retained alert topic that no longer fires is cleared.
+longer needed), and each time the intake becomes ready (start, reconnect) — or, at a tick,
+once the intake has had to drop publishes (its outbox full while the broker's PUBACKs lag) —
+brings the retained alert topics in line with what fires: every firing alert is published
+again (retained) and a retained alert topic that no longer fires is cleared.
 
 Read-only accessors for the HTTP API (stable names): :meth:`states`, :meth:`get`,
 :meth:`firing`, ``len(stage)``.
@@ -99,6 +100,7 @@ class FleetStage:
         tick_interval_s: float = 10.0,
         snapshot_interval_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        publishes_dropped: Callable[[], int] = lambda: 0,
     ) -> None:
         check_registry(settings, registry)
         self.settings = settings
@@ -109,6 +111,8 @@ class FleetStage:
         self.tick_interval_s = tick_interval_s
         self.snapshot_interval_s = snapshot_interval_s
         self.clock = clock
+        self.publishes_dropped = publishes_dropped
+        self._drops_synced = 0
         self.directory = data_dir / "fleet"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fleet = Fleet(settings)
@@ -346,6 +350,10 @@ class FleetStage:
                 next_tick = mono + self.tick_interval_s
                 now_ms = int(self.clock() * 1000)
                 await self._emit(self.fleet.tick(now_ms), now_ms)
+                dropped = self.publishes_dropped()
+                if ready and dropped != self._drops_synced:
+                    self._drops_synced = dropped
+                    await self.sync_retained()
                 self.firing_gauge.set(sum(len(s.alerts) for s in self.fleet.devices.values()))
             if (
                 self.journal is not None
