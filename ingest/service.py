@@ -6,12 +6,12 @@
     ┌────────────────────────────────────────────────────────────────────────────────────────┘
     └▶ Delivery ─ rejects ─▶ dead-letter store (fsync)
                 ─ lines ───▶ database, or spool (fsync) ◀─▶ replay: spool → database, in order
-                │   then, only for a stored batch:
+                │   then, only for a stored batch (the next batch is stored meanwhile):
                 ├─▶ DeliveredSink: each stored batch's Accepted messages (decoded message +
                 │   registry entry), once, in order, before the PUBACK. By default the
                 │   fleet-state / alert stage (``FleetStage``, ``TAZA_ALERTS_ENABLED``):
                 │   journal → Fleet.apply → alerts published via the intake (QoS 1,
-                │   retained per message) → history lines → database, or fleet-spool.
+                │   retained per topic) → history lines → database, or fleet-spool.
                 └─▶ Acknowledger: PUBACK on the message's own connection
 
 One way only: no stage calls back into the service. Queues are bounded and the broker's
