@@ -87,6 +87,22 @@ def _crafted(now: datetime) -> list[tuple[str, bytes, datetime]]:
     return out
 
 
+SIM_SPAN = timedelta(hours=4)  # --speed 2400 for 6 s
+LOCAL = timedelta(hours=5)  # the regions' UTC offset (simulator/fleet.py)
+
+
+def _sim_start(now: datetime) -> datetime:
+    """The simulated span ends now — unless that is before 09:00 local time: RVMs are open
+    07:00–22:00 (simulator/profiles.py), and a span with less than two open hours took
+    nothing (the RVM tests failed from 02:00 to 07:00 local). Then it ends at 22:00 the
+    evening before."""
+    local = now + LOCAL
+    if local.hour >= 9:
+        return now - SIM_SPAN
+    evening = (local - timedelta(days=1)).replace(hour=22, minute=0, second=0, microsecond=0)
+    return evening - LOCAL - SIM_SPAN
+
+
 @pytest.fixture(scope="module")
 def stack(
     module_broker: Mosquitto, influxd: InfluxDB1, tmp_path_factory: pytest.TempPathFactory
@@ -118,8 +134,9 @@ def stack(
         free_port(),
     ).start()
     try:
-        start = datetime.now(UTC) - timedelta(hours=6)
         now = datetime.now(UTC)
+        sim_start = _sim_start(now)
+        start = min(now - timedelta(hours=6), sim_start - timedelta(minutes=10))
         crafted = _crafted(now)
         pub = Publisher(mosquitto.host, mosquitto.port, "api-e2e-crafted")
         pub.publish((t, p) for t, p, _ in crafted)
@@ -128,6 +145,7 @@ def stack(
         log = tmp / "run.jsonl"
         _sim("run", "--broker", mosquitto.url, "--fleet", str(fleet_file), "--seed", "11",
              "--speed", "2400", "--duration", "6s", "--client-prefix", "sim-api-e2e",
+             "--start", sim_start.isoformat(),
              "--log", str(log), "--json", "--quiet")  # fmt: skip
         published = [json.loads(x) for x in log.read_text().splitlines()]
         total = len(published) + len(crafted)

@@ -134,6 +134,16 @@ def open_page(browser: Browser, url: str, viewport: Any = LAPTOP) -> Loaded:
     return seen
 
 
+def received(seen: Loaded, path: str, within_ms: int = 10_000) -> Any:
+    """The last JSON the page received from ``path``. Its response event can reach Python
+    after the page has moved on (once failed the collections test), so wait a little."""
+    waited = 0
+    while path not in seen.api and waited < within_ms:
+        seen.page.wait_for_timeout(50)  # Playwright dispatches pending events meanwhile
+        waited += 50
+    return seen.api.get(path)
+
+
 @pytest.fixture
 def laptop(browser: Browser, stack: Stack) -> Iterator[Loaded]:
     seen = open_page(browser, stack.url + "/")
@@ -262,7 +272,7 @@ def test_history_chart_marks_the_spike(laptop: Loaded, stack: Stack) -> None:
 
 
 def test_todays_collections_listed(laptop: Loaded, stack: Stack) -> None:
-    got = laptop.api.get("/api/v1/collections")
+    got = received(laptop, "/api/v1/collections")
     assert got is not None, "the page asked for no collections"
     assert len(got["items"]) >= 1, "a simulated day has emptyings"
     assert laptop.page.locator("#collections tbody tr").count() == len(got["items"])
