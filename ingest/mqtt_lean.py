@@ -121,8 +121,16 @@ class LeanIntake(IntakeLifetime):
     connects and reconnects until closed; ``async with`` closes (last PUBACKs, DISCONNECT)."""
 
     def __init__(
-        self, options: IntakeOptions, metrics: Metrics, out: asyncio.Queue[Incoming | None]
+        self,
+        options: IntakeOptions,
+        metrics: Metrics,
+        out: asyncio.Queue[Incoming | None],
+        *,
+        outbox_limit: int = OUTBOX_LIMIT,
     ) -> None:
+        if not 0 < outbox_limit < 65534:  # packet ids: 65535, one of them the SUBSCRIBE's
+            raise ValueError(f"outbox_limit {outbox_limit}: 1 to 65533")
+        self.outbox_limit = outbox_limit
         self.options = options
         self.metrics = metrics
         self.out = out
@@ -299,13 +307,13 @@ class LeanIntake(IntakeLifetime):
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """QoS 0: sent if connected, else dropped. QoS 1: held until the broker's PUBACK,
-        resent (DUP) after a reconnect; at most OUTBOX_LIMIT held (the oldest is dropped)."""
+        resent (DUP) after a reconnect; at most ``outbox_limit`` held (the oldest is dropped)."""
         conn = self.conn
         if qos == 0:
             if conn is not None:
                 conn.write(codec.publish(topic, payload, 0, retain))
             return
-        if len(self._outbox) >= OUTBOX_LIMIT:
+        if len(self._outbox) >= self.outbox_limit:
             old_pid, old = self._outbox.popitem(last=False)
             self._forget(old_pid, old)
             self._dropped(old)
@@ -331,7 +339,7 @@ class LeanIntake(IntakeLifetime):
                 "mqtt_outbox_full",
                 dropped=self._drops_unlogged,
                 last_dropped_topic=held.topic,
-                limit=OUTBOX_LIMIT,
+                limit=self.outbox_limit,
                 action="oldest QoS 1 publishes dropped (taza_mqtt_publishes_dropped_total); "
                 "the alert stage puts the retained alert topics right at its next tick",
             )
@@ -348,7 +356,7 @@ class LeanIntake(IntakeLifetime):
             self._next_id = self._next_id % 65535 + 1
             if self._next_id != SUBSCRIBE_ID and self._next_id not in self._outbox:
                 return self._next_id
-        raise RuntimeError("no free packet identifier")  # unreachable: OUTBOX_LIMIT < 65534
+        raise RuntimeError("no free packet identifier")  # unreachable: outbox_limit < 65534
 
     def _send_held(self, conn: _Connection) -> None:
         """Send held QoS 1 publishes not yet sent on this connection, oldest first, while

@@ -21,7 +21,6 @@ from structlog.testing import capture_logs
 
 from devstack.publisher import Publisher
 from devstack.servers import Mosquitto, find_binary
-from ingest import mqtt_lean
 from ingest import mqttcodec as codec
 from ingest.batch import Incoming
 from ingest.errors import BrokerRefused
@@ -37,8 +36,8 @@ _ids = itertools.count()
 class Recording(LeanIntake):
     """The real intake, also keeping every PUBLISH as parsed (to see the DUP flag)."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
         self.seen: list[codec.Publish] = []
 
     def handle(self, conn: _Connection, packets: list[codec.Packet]) -> None:
@@ -85,10 +84,10 @@ def publish(broker: Mosquitto, topic_base: str, payloads: list[bytes]) -> None:
 
 
 def intake(
-    opts: IntakeOptions, size: int = 1000
+    opts: IntakeOptions, size: int = 1000, **kw: Any
 ) -> tuple[Recording, asyncio.Queue[Incoming | None]]:
     queue: asyncio.Queue[Incoming | None] = asyncio.Queue(size)
-    return Recording(opts, Metrics(), queue), queue
+    return Recording(opts, Metrics(), queue, **kw), queue
 
 
 async def test_redelivery_with_dup_old_acks_void_and_session_resumed(mosquitto: Mosquitto) -> None:
@@ -182,14 +181,13 @@ async def test_qos1_retained_publish_is_held_then_resent_until_acknowledged(
 
 
 async def test_a_full_outbox_drops_the_oldest_publishes_counted_and_logged_once(
-    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+    mosquitto: Mosquitto,
 ) -> None:
-    """While the broker's PUBACKs lag, the outbox keeps the newest OUTBOX_LIMIT publishes.
+    """While the broker's PUBACKs lag, the outbox keeps the newest ``outbox_limit`` publishes.
     Each drop is counted (metric and ``publishes_dropped``, which the alert stage watches);
     the error line comes once per interval, not once per publish."""
-    monkeypatch.setattr(mqtt_lean, "OUTBOX_LIMIT", 5)
     cid = f"lean-outbox-{next(_ids)}"
-    lean, _ = intake(options(mosquitto, cid))
+    lean, _ = intake(options(mosquitto, cid), outbox_limit=5)
     topics = [f"taza/v1/alerts/{cid}/d{i}/full" for i in range(12)]
     with capture_logs() as logs:
         for i, topic in enumerate(topics):
