@@ -33,6 +33,7 @@ and database (from /proc), peak RSS, latency p50/p99; ``--json``; ``--plot`` a P
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -88,6 +89,59 @@ class Cpu:
             k: round((proc_cpu(p) - self.start[k]) / max(n, 1) * 1e6, 2)
             for k, p in self.pids.items()
         }
+
+
+class Timeline:
+    """The CPU of groups of processes (all their threads), sampled every ``interval`` s in a
+    thread: where a run's time goes, moment by moment (``bench/drain_phases.py``). A process
+    that exits keeps its last reading."""
+
+    def __init__(self, interval: float = 0.2, progress: Callable[[], int] | None = None) -> None:
+        self.interval = interval
+        self.progress = progress  # messages done so far, read with each sample (or None)
+        self.samples: list[tuple[float, dict[str, float]]] = []  # (s since start, CPU s so far)
+        self.done: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, groups: dict[str, list[int]]) -> None:
+        self.samples.clear()
+        self.done.clear()
+        self._stop.clear()
+        last: dict[int, float] = {}
+
+        def read() -> dict[str, float]:
+            for pids in groups.values():
+                for pid in pids:
+                    with contextlib.suppress(OSError, IndexError):
+                        last[pid] = proc_cpu(pid)
+            if self.progress is not None:
+                self.done.append(self.progress())
+            return {g: sum(last.get(p, 0.0) for p in pids) for g, pids in groups.items()}
+
+        t0 = time.monotonic()
+        self.samples.append((0.0, read()))
+
+        def run() -> None:
+            while not self._stop.wait(self.interval):
+                self.samples.append((time.monotonic() - t0, read()))
+            self.samples.append((time.monotonic() - t0, read()))
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def usage(self) -> list[tuple[float, dict[str, float]]]:
+        """(end of interval, {group: share of one core in it})."""
+        out = []
+        for (t0, a), (t1, b) in zip(self.samples, self.samples[1:], strict=False):
+            dt = max(t1 - t0, 1e-9)
+            out.append((t1, {g: (b[g] - a[g]) / dt for g in b}))
+        return out
 
 
 @dataclass(frozen=True)
@@ -196,6 +250,10 @@ class Publishers:
             t.join()
         return sent
 
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
     def cpu(self) -> float:
         return sum(proc_cpu(p.pid) for p in self.procs)
 
@@ -218,8 +276,11 @@ def fleet_mix(n: int, devices: int) -> Mix:
     return Mix(fleet_fill_payloads(devices, n // devices), devices)
 
 
-def ceiling(broker: Mosquitto, payloads: Mix, tag: str) -> dict[str, float]:
-    """C publishers → mosquitto → one C subscriber at QoS 1: the most any subscriber gets."""
+def ceiling(
+    broker: Mosquitto, payloads: Mix, tag: str, timeline: Timeline | None = None
+) -> dict[str, float]:
+    """C publishers → mosquitto → one C subscriber at QoS 1: the most any subscriber gets
+    (``timeline``: sampled from the first publish until the subscriber has everything)."""
     sub = subprocess.Popen(
         [
             find_binary("mosquitto_sub"),
@@ -233,6 +294,8 @@ def ceiling(broker: Mosquitto, payloads: Mix, tag: str) -> dict[str, float]:
         raise SystemExit(f"ceiling {tag}: mosquitto_sub exited {sub.returncode}")
     pubs = Publishers(broker, tag, payloads, region=tag)
     cpu = Cpu({"broker": broker.pid, "subscriber": sub.pid})
+    if timeline is not None:
+        timeline.start({"receiver": [sub.pid], "broker": [broker.pid], "publishers": pubs.pids})
     start = time.monotonic()
     pubs.feed()
     try:
@@ -241,6 +304,8 @@ def ceiling(broker: Mosquitto, payloads: Mix, tag: str) -> dict[str, float]:
         sub.kill()
         raise SystemExit(f"ceiling {tag}: the C subscriber did not get every message") from None
     elapsed = time.monotonic() - start
+    if timeline is not None:
+        timeline.stop()
     if code != 0:
         raise SystemExit(f"ceiling {tag}: mosquitto_sub exited {code}")
     # the subscriber has exited: its CPU is gone with it; the broker's is what counts here
@@ -389,6 +454,26 @@ def latency(
     }
 
 
+def taza_env(
+    broker: Mosquitto, influxd: InfluxDB1, db: str, payloads: Mix, env: dict[str, str], tag: str
+) -> dict[str, str]:
+    """taza-ingest's environment for one bench run (``env``: --taza-env, overrides)."""
+    return {
+        "TAZA_MQTT_URL": broker.url,
+        "TAZA_MQTT_CLIENT_ID": f"taza-bench-{tag}",
+        "TAZA_MQTT_TOPIC": "taza/v1/almaty/ecobox/+/fill",
+        "TAZA_INFLUX_URL": influxd.url,
+        "TAZA_INFLUX_DB": db,
+        "TAZA_STATS_INTERVAL_S": "0",
+        "TAZA_MQTT_SESSION_EXPIRY_S": "5",  # a stopped bench service leaves no queue behind
+        # The four-topics stream is 4 "devices" at ~10k msg/s each, which the per-device rate
+        # limit exists to refuse: measured with it off (its cost, ~0.45 µs/msg, is
+        # bench/ratelimit.py's). The fleet stream runs the defaults.
+        **({"TAZA_RATE_LIMIT_PER_S": "0"} if payloads.devices is None else {}),
+        **env,
+    }
+
+
 def run_taza(
     root: Path,
     broker: Mosquitto,
@@ -400,22 +485,7 @@ def run_taza(
 ) -> dict[str, object]:
     store = Queryable(influxd, f"taza_{tag}")
     ingest = IngestProcess(
-        root / f"ingest-{tag}",
-        {
-            "TAZA_MQTT_URL": broker.url,
-            "TAZA_MQTT_CLIENT_ID": f"taza-bench-{tag}",
-            "TAZA_MQTT_TOPIC": "taza/v1/almaty/ecobox/+/fill",
-            "TAZA_INFLUX_URL": influxd.url,
-            "TAZA_INFLUX_DB": store.db,
-            "TAZA_STATS_INTERVAL_S": "0",
-            "TAZA_MQTT_SESSION_EXPIRY_S": "5",  # a stopped bench service leaves no queue behind
-            # The four-topics stream is 4 "devices" at ~10k msg/s each, which the per-device
-            # rate limit exists to refuse: measured with it off (its cost, ~0.45 µs/msg, is
-            # bench/ratelimit.py's). The fleet stream runs the defaults. --taza-env overrides.
-            **({"TAZA_RATE_LIMIT_PER_S": "0"} if payloads.devices is None else {}),
-            **env,
-        },
-        free_port(),
+        root / f"ingest-{tag}", taza_env(broker, influxd, store.db, payloads, env, tag), free_port()
     ).start()
     assert ingest.proc is not None
     pid = ingest.proc.pid

@@ -24,6 +24,8 @@ The rules are what influxd 1.6.7 parses (measured, see docs/protocol.md "Escapin
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = [
     "float_field",
     "int_field",
@@ -34,11 +36,11 @@ __all__ = [
     "tag_value_uncached",
 ]
 
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 
 _tag_cache: dict[str, str] = {}
-_TAG_CACHE_MAX = 1024
+_TAG_CACHE_MAX: Final = 1024
 """Escaped tag values that repeat across devices (materials, fractions, sites, regions)."""
 
 

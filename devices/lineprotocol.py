@@ -13,6 +13,8 @@ while a redelivered copy writes identical points.
 
 from __future__ import annotations
 
+from typing import Final
+
 from devices.escaping import (
     float_field,
     int_field,
@@ -24,10 +26,10 @@ from devices.message import Deposit, Fill, Message, Presence, Status, Topic
 from devices.registry import DeviceInfo
 from devices.schema import MAX_ITEMS
 
-SEQ_SLOTS = 10_000
-SLOT_NS = 100
-_MIN_NS = -9_223_372_036_854_775_806
-_MAX_NS = 9_223_372_036_854_775_806
+SEQ_SLOTS: Final = 10_000
+SLOT_NS: Final = 100
+_MIN_NS: Final = -9_223_372_036_854_775_806
+_MAX_NS: Final = 9_223_372_036_854_775_806
 
 __all__ = ["encode", "float_field", "int_field", "string_field", "tag_value", "timestamp_ns"]
 
@@ -128,7 +130,7 @@ def encode(message: Message, device: DeviceInfo | None = None) -> list[str]:
 
 
 _tags_cache: dict[int, tuple[Topic, DeviceInfo | None, str, int]] = {}
-_TAGS_CACHE_MAX = 32768
+_TAGS_CACHE_MAX: Final = 32768
 """Tag sets of the topics seen last. Bounded, and cleared when full, so a fleet of any size
 costs at most this many entries (≈ 0.3 KB each with their Topic); a miss costs ≈ 1 µs."""
 

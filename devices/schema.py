@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Final, Protocol
 
 from devices.construct import fast_constructor
 from devices.errors import Reason, Rejected
@@ -43,11 +43,11 @@ FAULT_CODES: Mapping[str, str] = MappingProxyType(
 )
 """Known fault codes, for both kinds; anything else in ``faults`` is ``bad_value``."""
 
-MAX_ITEMS = 100
+MAX_ITEMS: Final = 100
 """Items per deposit; also keeps item timestamps inside their 100 ns slot (see encoding)."""
 
-SEQ_MAX = 2**32 - 1
-INT64_MAX = 2**63 - 1
+SEQ_MAX: Final = 2**32 - 1
+INT64_MAX: Final = 2**63 - 1
 COMMON_FIELDS = frozenset({"ts", "seq", "device_id"})
 """Handled by the decoder itself for every JSON channel."""
 

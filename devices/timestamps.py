@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from typing import Final
 
 from devices.errors import Reason, Rejected
 
@@ -22,12 +23,12 @@ _COMMON_SHAPE = re.compile(
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_MS_PER_DAY = 86_400_000
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+_MS_PER_DAY: Final = 86_400_000
 
 # The database stores int64 nanoseconds; a point's time is ts_ms * 10**6 plus < 10**6 ns.
-MIN_TS_MS = -9_223_372_036_854
-MAX_TS_MS = 9_223_372_036_853
+MIN_TS_MS: Final = -9_223_372_036_854
+MAX_TS_MS: Final = 9_223_372_036_853
 
 
 def received_ms(received_at: datetime) -> int:
@@ -51,7 +52,7 @@ def parse_rfc3339(text: str) -> int:
     return _parse_exact(text)
 
 
-_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_DAYS_IN_MONTH: Final = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def _parse_common(text: str) -> int | None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Final
 
 from devices.errors import Ignored, Reason, Rejected
 from devices.message import CHANNELS, Channel, Kind, Topic, format_topic
 
 __all__ = ["INTAKE_FILTER", "PREFIX", "RESERVED_REGIONS", "format_topic", "parse_topic"]
 
-PREFIX = "taza/v1/"
-INTAKE_FILTER = "taza/v1/#"
+PREFIX: Final = "taza/v1/"
+INTAKE_FILTER: Final = "taza/v1/#"
 """Everything under ``taza/v1/``: a wrongly shaped topic is dead-lettered (``bad_topic``),
 never silently missed by a narrower filter."""
 RESERVED_REGIONS = frozenset({"alerts", "_deadletter", "_feedback"})

@@ -17,7 +17,7 @@ whole buffer per call and answers a stored batch's PUBACKs in one write
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from ingest.errors import IngestError
 
@@ -25,15 +25,15 @@ CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
 
 # Property identifiers (MQTT 5, 2.2.2.2) taza writes or reads.
-SESSION_EXPIRY = 0x11
-RECEIVE_MAXIMUM = 0x21
-MAXIMUM_QOS = 0x24
-RETAIN_AVAILABLE = 0x25
-REASON_STRING = 0x1F
+SESSION_EXPIRY: Final = 0x11
+RECEIVE_MAXIMUM: Final = 0x21
+MAXIMUM_QOS: Final = 0x24
+RETAIN_AVAILABLE: Final = 0x25
+REASON_STRING: Final = 0x1F
 
-MAX_REMAINING = 268_435_455  # the largest Variable Byte Integer
-PINGREQ_PACKET = b"\xc0\x00"
-DISCONNECT_PACKET = b"\xe0\x00"  # normal disconnection: the session is kept
+MAX_REMAINING: Final = 268_435_455  # the largest Variable Byte Integer
+PINGREQ_PACKET: Final = b"\xc0\x00"
+DISCONNECT_PACKET: Final = b"\xe0\x00"  # normal disconnection: the session is kept
 
 
 class MalformedPacket(IngestError):
@@ -165,7 +165,7 @@ def pubacks(packet_ids: list[int]) -> bytes:
     return struct.pack(f">{len(packet_ids)}I", *[_PUBACK | pid for pid in packet_ids])
 
 
-_PUBACK = 0x40020000
+_PUBACK: Final = 0x40020000
 
 
 # ---- decoding --------------------------------------------------------------------------

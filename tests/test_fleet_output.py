@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devstack.servers import InfluxDB1
 from ingest.fleet import (
@@ -18,7 +22,7 @@ from ingest.fleet import (
     lines,
     plan_mqtt,
 )
-from ingest.fleet.output import MqttMessage
+from ingest.fleet.output import MqttMessage, rfc3339
 from tests.test_fleet_support import (
     MIN,
     T0,
@@ -238,3 +242,10 @@ def test_rfc3339_is_the_utc_millisecond_iso_form_from_1970_and_before_to_year_99
     for ms in samples:
         iso = (epoch + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
         assert rfc3339(ms) == iso.removesuffix("+00:00") + "Z", ms
+
+
+@given(st.integers(min_value=-2_208_988_800_000, max_value=253_402_300_799_999))
+def test_alert_times_are_utc_milliseconds_as_datetime_writes_them(ms: int) -> None:
+    """1900 to 9999: the day cache and the time-of-day tables write what datetime would."""
+    t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    assert rfc3339(ms) == t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"

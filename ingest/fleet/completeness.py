@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from array import array
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
-SEQ_MOD = 2**32
-_HALF = SEQ_MOD // 2
-WINDOW_BITS = 64
-_MASK = (1 << WINDOW_BITS) - 1
-DAY_MS = 86_400_000
-DAYS_KEPT = 8
+SEQ_MOD: Final = 2**32
+_HALF: Final = SEQ_MOD // 2
+WINDOW_BITS: Final = 64
+_MASK: Final = (1 << WINDOW_BITS) - 1
+DAY_MS: Final = 86_400_000
+DAYS_KEPT: Final = 8
 
 
 class Order(Enum):

@@ -34,14 +34,15 @@ import bisect
 import math
 from array import array
 from collections.abc import Callable, Sequence
+from typing import Final
 
 import numpy as np
 
-WINDOW = 48
+WINDOW: Final = 48
 """Readings kept per device for the fit (decimated when full: see the module docstring)."""
 
-HUBER_K = 1.345
-_ITERATIONS = 4
+HUBER_K: Final = 1.345
+_ITERATIONS: Final = 4
 
 
 def least_squares(t: list[float], y: list[float]) -> tuple[float, float]:
@@ -97,14 +98,14 @@ FIT: Callable[[list[float], list[float]], tuple[float, float]] = least_squares
 """The method in use (see the module docstring for why)."""
 
 
-PROFILE_ALPHA = 0.03
+PROFILE_ALPHA: Final = 0.03
 """Weight of one reading pair in a device's hour-of-day fill profile (about 1.5 days' memory
 per hour slot at 15-minute reports)."""
-PROFILE_FLOOR = 0.02
+PROFILE_FLOOR: Final = 0.02
 """Least relative weight of an hour (keeps warped time strictly increasing)."""
 WARP = True
 """Fit on time warped by the device's hour-of-day profile (see the module docstring)."""
-_HORIZON_H = 14 * 24
+_HORIZON_H: Final = 14 * 24
 
 
 def learn(profile: array[float], t_ms: int, rate_pct_per_h: float) -> None:
@@ -162,7 +163,7 @@ def _sum32(v: list[float]) -> float:
     return f[0]
 
 
-_ALPHA32 = float(np.float32(PROFILE_ALPHA))
+_ALPHA32: Final = float(np.float32(PROFILE_ALPHA))
 
 
 def _weights(profile: Sequence[float] | None) -> tuple[list[float], list[float]]:

@@ -37,7 +37,7 @@ import base64
 import binascii
 from array import array
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -79,8 +79,8 @@ SEVERITY: dict[str, Severity] = {
 }
 """Severity per alert; ``bin_full_{material}`` is major."""
 
-RVM_FAULT_ALERTS = ("door_open", "printer_error")
-FORECAST_REACH_PCT = 40.0
+RVM_FAULT_ALERTS: Final = ("door_open", "printer_error")
+FORECAST_REACH_PCT: Final = 40.0
 """The forecast runs only for bins within this of their threshold (or with full_soon firing):
 no bin fills 40 points within a 6 h horizon, and the fit is the costliest step."""
 
