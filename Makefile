@@ -85,6 +85,7 @@ bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/compare.py --paho
+	$(BIN)/python bench/drain_phases.py
 	$(BIN)/python bench/backlog.py
 	$(BIN)/python bench/steady.py
 

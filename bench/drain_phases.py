@@ -34,7 +34,7 @@ from compare import Mix, Publishers, Queryable, Timeline, ceiling, payload_mix, 
 from devstack.ingest_process import IngestProcess
 from devstack.servers import InfluxDB1, Mosquitto, free_port
 
-STAGES = (
+STAGES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("taza, stage on", "on", {}),
     ("taza, stage off", "off", {"TAZA_ALERTS_ENABLED": "false"}),
 )
@@ -91,6 +91,10 @@ def taza_run(
     return phases(tl, len(mix))
 
 
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -103,7 +107,6 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     mix = Mix(payload_mix(args.messages, args.devices, "dph"))
-    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     runs: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="taza-phases-") as tmp:
         root = Path(tmp)
@@ -113,10 +116,9 @@ def main() -> None:
                 tl = Timeline(args.interval)
                 c = ceiling(broker, mix, f"c{r}", tl)
                 runs.append({"run": "ceiling", "round": r, **phases(tl, len(mix))})
-                for name, tag, env in STAGES:
+                for name, short, env in STAGES:
                     say(f"round {r + 1}: {name} ...")
-                    tag = f"{tag}{r}"
-                    t = taza_run(root, broker, influxd, mix, env, tag, args.interval)
+                    t = taza_run(root, broker, influxd, mix, env, f"{short}{r}", args.interval)
                     t["over_ceiling"] = round(int(t["msgs_per_s"]) / c["msgs_per_s"], 3)  # type: ignore[call-overload]
                     runs.append({"run": name, "round": r, **t})
     if args.json:

@@ -51,11 +51,14 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 DB = "taza"
 STEP_MS = 15 * 60 * 1000
 
-ShowKind = Literal["full", "spike", "late"]
+ShowKind = Literal["full", "spike", "emptied", "late"]
 #: Readings (oldest first, one per 15 min, the last one now) of the showcase bins.
 READINGS: dict[ShowKind, tuple[float, ...]] = {
     "full": (52.0, 58.0, 64.0, 70.0, 76.0, 82.0, 88.0, 93.0),  # 24 %/h: `full` fires at 88
     "spike": (30.0, 32.0, 34.0, 36.0, 78.0, 38.0, 40.0, 42.0),  # 78 is a glitch: a `spike`
+    # Emptied by the last reading: a collection now, so "today's collections" is never empty,
+    # whatever the hour (the simulated day's crews work in daylight).
+    "emptied": (20.0, 23.0, 26.0, 29.0, 32.0, 35.0, 38.0, 5.0),
     "late": (52.0, 58.0, 64.0, 70.0, 76.0, 82.0, 88.0, 93.0),  # like full, published later
 }
 
@@ -107,8 +110,8 @@ class Fleet:
 def write_fleet(
     var: Path, *, ecoboxes: int, rvms: int, regions: Sequence[str], seed: int, late: bool = False
 ) -> Fleet:
-    """The simulator's fleet file, and a registry with one full bin per region and one bin
-    with a spike added near the centre of each region's bins; with ``late``, also one bin in
+    """The simulator's fleet file, and a registry with one full bin, one bin with a spike and
+    one just emptied added near the centre of each region's bins; with ``late``, also one bin in
     the first region that nothing feeds (a test turns it full while the page watches)."""
     var.mkdir(parents=True, exist_ok=True)
     sim_fleet = var / "fleet.csv"
@@ -129,7 +132,7 @@ def write_fleet(
         bins = [r for r in rows if r["region"] == region and r["kind"] == "ecobox"]
         lat = sum(float(r["lat"]) for r in bins) / len(bins)
         lon = sum(float(r["lon"]) for r in bins) / len(bins)
-        kinds: list[ShowKind] = ["full", "spike"]
+        kinds: list[ShowKind] = ["full", "spike", "emptied"]
         if late and region == regions[0]:
             kinds.append("late")
         for i, kind in enumerate(kinds):

@@ -295,10 +295,47 @@ def test_the_retained_sync_clears_stale_topics_and_republishes_only_what_differs
 
     same = b'{"state": "firing", "episode": "%s"}' % firing.episode.encode()
     assert sync({topic: same, stale: b'{"episode": "eb-7/fire/1"}'}) == [(stale, b"", 1, True)]
+    assert sync({}) == [], "published retained a moment ago: on its way, not sent twice"
+    stage._sent.clear()  # as after a reconnect or a drop (run_clock; the tests below)
     again = sync({topic: b'{"episode": "eb-1/full/1"}'})
     assert [(t, retain) for t, _, _, retain in again] == [(topic, True)]
     assert b'"state":"firing"' in again[0][1]
+    stage._sent.clear()
     assert [t for t, *_ in sync({})] == [topic], "a broker that lost its retained store"
+
+
+def test_a_reconnect_syncs_what_the_broker_lost_but_not_what_is_on_its_way(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """The sync on becoming ready can read the retained topics before the stage's own
+    retained firing message arrives: it must not send it twice. After the intake was down,
+    the broker may have lost it (a restart without persistence): then it is sent again."""
+    published = Published()
+    stage = make_stage(tmp_path, FakeWriter(), published)
+    topic = "taza/v1/alerts/almaty/eb-1/full"
+    up = [True]
+    stage.ready = lambda: up[0]
+
+    async def read() -> dict[str, bytes]:
+        return {}  # the broker holds nothing retained (yet, or any more)
+
+    stage.read_retained = read
+
+    async def scenario() -> None:
+        await stage.delivered(fills([70.0, 78.0, 81.0, 84.0]))
+        clock = asyncio.create_task(stage.run_clock())
+        await asyncio.sleep(0.8)  # the sync on becoming ready
+        assert [(t, retain) for t, _, _, retain in published] == [(topic, True)]
+        up[0] = False
+        await asyncio.sleep(0.8)
+        up[0] = True
+        await asyncio.sleep(0.8)
+        clock.cancel()
+
+    loop.run_until_complete(scenario())
+    assert [(t, retain) for t, _, _, retain in published] == [(topic, True)] * 2, (
+        "once by the stage, once by the sync after the reconnect"
+    )
 
 
 def test_publishes_the_intake_dropped_are_put_right_at_the_next_tick(
@@ -334,7 +371,9 @@ def test_publishes_the_intake_dropped_are_put_right_at_the_next_tick(
 
     loop.run_until_complete(scenario())
     assert reads == [0, 3], "one more sync, for the new drops only"
-    assert [(t, retain) for t, _, _, retain in published] == [(topic, True)] * 2
+    assert [(t, retain) for t, _, _, retain in published] == [(topic, True)], (
+        "not by the sync on becoming ready (the stage had just sent it), by the one after the drops"
+    )
 
 
 def test_a_message_the_rules_fail_on_is_skipped_not_looped(

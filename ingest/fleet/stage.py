@@ -14,7 +14,8 @@ The clock task (``fleet-clock``) judges ``offline`` on the wall clock every
 (only when every line handed to history so far is stored, so the journal it truncates is no
 longer needed), and each time the intake becomes ready (start, reconnect) — or, at a tick,
 once the intake has had to drop publishes (its outbox full while the broker's PUBACKs lag) —
-brings the retained alert topics in line with what fires: every firing alert is published
+brings the retained alert topics in line with what fires: every firing alert the broker
+does not retain — and that the stage has not just published, still on its way — is published
 again (retained) and a retained alert topic that no longer fires is cleared.
 
 Read-only accessors for the HTTP API (stable names): :meth:`states`, :meth:`get`,
@@ -113,6 +114,10 @@ class FleetStage:
         self.clock = clock
         self.publishes_dropped = publishes_dropped
         self._drops_synced = 0
+        # Retained firing messages published since the intake last went down or dropped a
+        # publish, by topic: on their way to the broker, so a sync that reads the retained
+        # topics before they arrive must not publish them again (crews would get two).
+        self._sent: dict[str, bytes] = {}
         self.directory = data_dir / "fleet"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fleet = Fleet(settings)
@@ -319,9 +324,15 @@ class FleetStage:
         publish = self.publish
         retained = 0
         planned = plan_mqtt(events, now_ms, self.settings.notify_max_age_s)
+        sent = self._sent
         for m in planned:
             publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
-            retained += m.retain
+            if m.retain:
+                retained += 1
+                if m.payload:
+                    sent[m.topic] = m.payload
+                else:
+                    sent.pop(m.topic, None)
         # Counted once per batch, not per message: a labelled inc costs ~1.5 µs.
         if retained:
             self.published.labels(retain="true").inc(retained)
@@ -342,6 +353,8 @@ class FleetStage:
             await asyncio.sleep(min(CLOCK_STEP_S, self.tick_interval_s))
             self.ticks += 1
             ready = self.ready()
+            if was_ready and not ready:
+                self._sent.clear()  # what the broker holds after the reconnect is unknown
             if ready and not was_ready:
                 await self.sync_retained()
             was_ready = ready
@@ -353,6 +366,7 @@ class FleetStage:
                 dropped = self.publishes_dropped()
                 if ready and dropped != self._drops_synced:
                     self._drops_synced = dropped
+                    self._sent.clear()  # any of them may be among the dropped
                     await self.sync_retained()
                 self.firing_gauge.set(sum(len(s.alerts) for s in self.fleet.devices.values()))
             if (
@@ -368,7 +382,9 @@ class FleetStage:
         """Retained alert topics = what fires now: publish each firing alert the broker does
         not retain with its episode (a publish lost while the broker was away, a broker that
         lost its retained store), clear retained topics that no longer fire (a clear lost in a
-        crash). An alert already retained as it is is left alone: crews get no duplicate."""
+        crash). An alert already retained as it is, or published retained since the intake
+        last went down or dropped a publish (still on its way: the read can come first), is
+        left alone: crews get no duplicate."""
         retained: dict[str, bytes] = {}
         if self.read_retained is not None:
             try:
@@ -384,10 +400,13 @@ class FleetStage:
         for topic in retained:
             if topic not in firing:
                 self.publish(topic, b"", qos=1, retain=True)
+                self._sent.pop(topic, None)
                 cleared += 1
         for topic, t in firing.items():
-            if _episode(retained.get(topic)) != t.episode:
-                self.publish(topic, alert_payload(t), qos=1, retain=True)
+            if t.episode not in (_episode(retained.get(topic)), _episode(self._sent.get(topic))):
+                payload = alert_payload(t)
+                self.publish(topic, payload, qos=1, retain=True)
+                self._sent[topic] = payload
                 republished += 1
         self.published.labels(retain="true").inc(cleared + republished)
         log.info(
