@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import orjson
 
@@ -29,11 +29,11 @@ from devices.schema import DEPOSIT_ITEMS, SEQ, SPECS, Record, describe
 from devices.timestamps import check_window, received_ms, ts_to_ms
 from devices.topics import parse_topic
 
-_ONLINE = Presence(online=True)
-_OFFLINE = Presence(online=False)
-_STATE = Channel.STATE
-_new_message = fast_constructor(Message)
-_BODIES: dict[Channel, type[Fill | Status | Deposit]] = {
+_ONLINE: Final = Presence(online=True)
+_OFFLINE: Final = Presence(online=False)
+_STATE: Final = Channel.STATE
+_new_message: Final = fast_constructor(Message)
+_BODIES: Final[dict[Channel, type[Fill | Status | Deposit]]] = {
     Channel.FILL: Fill,
     Channel.STATUS: Status,
     Channel.DEPOSIT: Deposit,
@@ -57,7 +57,7 @@ def _new_route(spec: Record, channel: Channel) -> _Route:
     return _Route(spec, fast_constructor(_BODIES[channel]), channel is Channel.DEPOSIT, depth)
 
 
-_ROUTES: dict[Channel, dict[Kind, _Route]] = {}
+_ROUTES: Final[dict[Channel, dict[Kind, _Route]]] = {}
 for (_kind, _channel), _spec in SPECS.items():
     _ROUTES.setdefault(_channel, {})[_kind] = _new_route(_spec, _channel)
 

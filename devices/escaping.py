@@ -39,7 +39,7 @@ __all__ = [
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
-_tag_cache: dict[str, str] = {}
+_tag_cache: Final[dict[str, str]] = {}
 _TAG_CACHE_MAX: Final = 1024
 """Escaped tag values that repeat across devices (materials, fractions, sites, regions)."""
 

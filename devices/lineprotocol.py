@@ -129,7 +129,7 @@ def encode(message: Message, device: DeviceInfo | None = None) -> list[str]:
     raise TypeError(f"cannot encode {type(body).__name__}")
 
 
-_tags_cache: dict[int, tuple[Topic, DeviceInfo | None, str, int]] = {}
+_tags_cache: Final[dict[int, tuple[Topic, DeviceInfo | None, str, int]]] = {}
 _TAGS_CACHE_MAX: Final = 32768
 """Tag sets of the topics seen last. Bounded, and cleared when full, so a fleet of any size
 costs at most this many entries (≈ 0.3 KB each with their Topic); a miss costs ≈ 1 µs."""

@@ -18,13 +18,13 @@ from devices.construct import fast_constructor
 from devices.errors import Reason, Rejected
 from devices.message import Channel, Item, Kind
 
-MATERIALS = frozenset({"pet", "alu", "glass", "hdpe", "other"})
+MATERIALS: Final = frozenset({"pet", "alu", "glass", "hdpe", "other"})
 """RVM materials: deposit items and bin names."""
 
-FRACTIONS = frozenset({"mixed", "plastic", "paper", "glass", "metal", "organic"})
+FRACTIONS: Final = frozenset({"mixed", "plastic", "paper", "glass", "metal", "organic"})
 """Eco-box waste fractions (registry)."""
 
-MODES = frozenset({"ok", "full", "jam", "out_of_service"})
+MODES: Final = frozenset({"ok", "full", "jam", "out_of_service"})
 """RVM operating modes (``rvm/status`` ``mode``)."""
 
 FAULT_CODES: Mapping[str, str] = MappingProxyType(
@@ -48,12 +48,12 @@ MAX_ITEMS: Final = 100
 
 SEQ_MAX: Final = 2**32 - 1
 INT64_MAX: Final = 2**63 - 1
-COMMON_FIELDS = frozenset({"ts", "seq", "device_id"})
+COMMON_FIELDS: Final = frozenset({"ts", "seq", "device_id"})
 """Handled by the decoder itself for every JSON channel."""
 
-_new_item = fast_constructor(Item)
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-CURRENCY_RE = re.compile(r"[A-Z]{3}")
+_new_item: Final = fast_constructor(Item)
+CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CURRENCY_RE: Final = re.compile(r"[A-Z]{3}")
 
 
 def describe(value: object) -> str:

@@ -13,16 +13,16 @@ from typing import Final
 
 from devices.errors import Reason, Rejected
 
-_RFC3339 = re.compile(
+_RFC3339: Final = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
     r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
     re.ASCII,  # \d must not match other scripts' digits, which int() would accept
 )
-_COMMON_SHAPE = re.compile(
+_COMMON_SHAPE: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:[0-5]\d)", re.ASCII
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 _MS_PER_DAY: Final = 86_400_000
 

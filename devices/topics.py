@@ -20,16 +20,16 @@ PREFIX: Final = "taza/v1/"
 INTAKE_FILTER: Final = "taza/v1/#"
 """Everything under ``taza/v1/``: a wrongly shaped topic is dead-lettered (``bad_topic``),
 never silently missed by a narrower filter."""
-RESERVED_REGIONS = frozenset({"alerts", "_deadletter", "_feedback"})
+RESERVED_REGIONS: Final = frozenset({"alerts", "_deadletter", "_feedback"})
 """Names in the region slot that belong to taza itself (``taza/v1/alerts/...``, its dead-letter
 republishing ``taza/v1/_deadletter/...``, and ``taza/v1/_feedback/...`` reserved): ignored,
 so what taza publishes never comes back in as input, even under a ``taza/#`` filter."""
 
-REGION_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
-DEVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+REGION_RE: Final = re.compile(r"[a-z][a-z0-9-]{0,31}")
+DEVICE_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
-_KINDS = {k.value: k for k in Kind}
-_CHANNELS = {c.value: c for c in Channel}
+_KINDS: Final = {k.value: k for k in Kind}
+_CHANNELS: Final = {c.value: c for c in Channel}
 
 
 def parse_topic(topic: str) -> Topic:

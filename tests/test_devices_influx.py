@@ -267,6 +267,10 @@ def scenario(now_ms: int) -> list[tuple[str, dict[str, object]]]:
     from for two hours, a fault that has cleared, a deposit older than a week, and item points
     beside every transaction point."""
     minute = 60_000
+    # The two recent deposits within today (UTC), whatever the hour: the per-material query
+    # groups by day, and at 00:30 "an hour ago" is yesterday's bucket.
+    today = now_ms - now_ms % (1440 * minute)
+    deposit_a, deposit_b = today + (now_ms - today) // 3, today + 2 * (now_ms - today) // 3
     rvm = "taza/v1/astana/rvm/rvm-1/deposit"
     eb1, eb2 = "taza/v1/almaty/ecobox/eb-1/fill", "taza/v1/almaty/ecobox/eb-2/fill"
     return [
@@ -279,9 +283,9 @@ def scenario(now_ms: int) -> list[tuple[str, dict[str, object]]]:
         ("taza/v1/almaty/ecobox/eb-1/status", {"ts": now_ms - 10 * minute, "seq": 4, "faults": []}),
         ("taza/v1/astana/ecobox/eb-3/status", {"ts": now_ms - 20 * minute, "seq": 2,
                                                "faults": ["tilted", "lid_open"]}),
-        (rvm, {"ts": now_ms - 60 * minute, "seq": 1, "txn_id": "a", "refund_minor": 320,
+        (rvm, {"ts": deposit_a, "seq": 1, "txn_id": "a", "refund_minor": 320,
                "items": [{"material": "pet", "count": 12}, {"material": "alu", "count": 4}]}),
-        (rvm, {"ts": now_ms - 50 * minute, "seq": 2, "txn_id": "b", "refund_minor": 40,
+        (rvm, {"ts": deposit_b, "seq": 2, "txn_id": "b", "refund_minor": 40,
                "items": [{"material": "pet", "count": 2}]}),
         (rvm, {"ts": now_ms - 8 * 1440 * minute, "seq": 0, "txn_id": "old", "refund_minor": 100,
                "items": [{"material": "pet", "count": 5}]}),

@@ -134,7 +134,7 @@ def learn(profile: array[float], t_ms: int, rate_pct_per_h: float) -> None:
     profile[h] = f[0] if f[0] != 0.0 else 1e-6
 
 
-_F32 = array("f", [0.0])  # a float32 register: assigning a float to it rounds to float32
+_F32: Final = array("f", [0.0])  # a float32 register: assigning a float to it rounds to float32
 
 
 def _sum32(v: list[float]) -> float:
@@ -200,7 +200,7 @@ def _sum24(v: list[float]) -> float:
     return ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
 
 
-_FLAT = [1.0] * 24
+_FLAT: Final = [1.0] * 24
 
 
 def _tau(x_s: float, w: list[float], c: list[float]) -> float:

@@ -62,7 +62,7 @@ from ingest.fleet.events import (
 )
 from ingest.fleet.settings import Thresholds
 
-SEVERITY: dict[str, Severity] = {
+SEVERITY: Final[dict[str, Severity]] = {
     "fire": Severity.CRITICAL,
     "overheat": Severity.MAJOR,
     "full": Severity.MAJOR,
