@@ -154,6 +154,7 @@ class MqttMessage:
     retain: bool
     live: bool  # a fresh notification (False: only brings the retained topic up to date)
     qos: int = 1
+    episode: str | None = None  # of a firing message (None: resolved, or the empty clear)
 
 
 def plan_mqtt(events: Sequence[Event], now_ms: int, max_age_s: float) -> list[MqttMessage]:
@@ -192,7 +193,7 @@ def plan_mqtt(events: Sequence[Event], now_ms: int, max_age_s: float) -> list[Mq
         if t.state is _FIRING:
             if t.episode in resolved_in_batch and not young:
                 continue
-            add(MqttMessage(topic, alert_payload(t), True, young))
+            add(MqttMessage(topic, alert_payload(t), True, young, episode=t.episode))
         else:
             fired_old = t.episode in fired_in_batch and t.episode not in fired_young
             if fired_old and not young:
@@ -217,5 +218,5 @@ def _last_retained_only(planned: list[MqttMessage]) -> list[MqttMessage]:
         if not m.retain or last[m.topic] == i:
             out.append(m)
         elif m.live:
-            out.append(MqttMessage(m.topic, m.payload, False, True))
+            out.append(MqttMessage(m.topic, m.payload, False, True, episode=m.episode))
     return out

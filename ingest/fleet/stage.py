@@ -114,10 +114,11 @@ class FleetStage:
         self.clock = clock
         self.publishes_dropped = publishes_dropped
         self._drops_synced = 0
-        # Retained firing messages published since the intake last went down or dropped a
-        # publish, by topic: on their way to the broker, so a sync that reads the retained
-        # topics before they arrive must not publish them again (crews would get two).
-        self._sent: dict[str, bytes] = {}
+        # The episodes of the retained firing messages published since the intake last went
+        # down or dropped a publish, by topic: on their way to the broker, so a sync that reads
+        # the retained topics before they arrive must not publish them again (crews would get
+        # two). One short string per firing alert.
+        self._sent: dict[str, str] = {}
         self.directory = data_dir / "fleet"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fleet = Fleet(settings)
@@ -329,8 +330,8 @@ class FleetStage:
             publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
             if m.retain:
                 retained += 1
-                if m.payload:
-                    sent[m.topic] = m.payload
+                if m.episode is not None:
+                    sent[m.topic] = m.episode
                 else:
                     sent.pop(m.topic, None)
         # Counted once per batch, not per message: a labelled inc costs ~1.5 µs.
@@ -403,10 +404,9 @@ class FleetStage:
                 self._sent.pop(topic, None)
                 cleared += 1
         for topic, t in firing.items():
-            if t.episode not in (_episode(retained.get(topic)), _episode(self._sent.get(topic))):
-                payload = alert_payload(t)
-                self.publish(topic, payload, qos=1, retain=True)
-                self._sent[topic] = payload
+            if t.episode not in (_episode(retained.get(topic)), self._sent.get(topic)):
+                self.publish(topic, alert_payload(t), qos=1, retain=True)
+                self._sent[topic] = t.episode
                 republished += 1
         self.published.labels(retain="true").inc(cleared + republished)
         log.info(
