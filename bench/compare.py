@@ -482,7 +482,10 @@ def run_taza(
     lat_payloads: Mix,
     env: dict[str, str],
     tag: str,
+    timeline: Timeline | None = None,
 ) -> dict[str, object]:
+    """taza-ingest drains ``payloads``, then the latency run (``timeline``: sampled from the
+    first publish until all are stored, with the database's accepted count as progress)."""
     store = Queryable(influxd, f"taza_{tag}")
     ingest = IngestProcess(
         root / f"ingest-{tag}", taza_env(broker, influxd, store.db, payloads, env, tag), free_port()
@@ -492,10 +495,18 @@ def run_taza(
     try:
         cpu = Cpu({"service": pid, "broker": broker.pid, "database": influxd.pid})
         pubs = Publishers(broker, f"tz{tag}", payloads)
+        if timeline is not None:
+            timeline.progress = store.accepted
+            timeline.start({
+                "receiver": [pid], "broker": [broker.pid],
+                "database": [influxd.pid], "publishers": pubs.pids,
+            })  # fmt: skip
         start = time.monotonic()
         threading.Thread(target=pubs.feed, daemon=True).start()
         gc_before = gc_collections(ingest)
         polls = store.wait(len(payloads), 180, claimed=lambda: points_written(ingest))
+        if timeline is not None:
+            timeline.stop()
         end, stored = polls[-1]
         used = cpu.us_per_msg(stored)
         gc_runs = [a - b for a, b in zip(gc_collections(ingest), gc_before, strict=True)]

@@ -14,7 +14,8 @@ taza-ingest —, mosquitto, influxd, the C publishers) and split in two phases:
 
 Printed per run: seconds, msg/s, ÷ the ceiling of the same round, each phase's length, the
 share of a core each process used in it and, for taza, the messages stored by its end (the
-database's own counter). ``--timeline`` prints every sample; ``--json`` one object.
+database's own counter). Each taza run is ``compare.run_taza``'s (a short latency run after
+it, not sampled). ``--timeline`` prints every sample; ``--json`` one object.
 
     .venv/bin/python bench/drain_phases.py [--messages 200000] [--rounds 1] [--timeline] [--json]
 """
@@ -26,13 +27,11 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
-from compare import Mix, Publishers, Queryable, Timeline, ceiling, payload_mix, taza_env
+from compare import Mix, Timeline, ceiling, payload_mix, run_taza
 
-from devstack.ingest_process import IngestProcess
-from devstack.servers import InfluxDB1, Mosquitto, free_port
+from devstack.servers import InfluxDB1, Mosquitto
 
 STAGES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("taza, stage on", "on", {}),
@@ -64,33 +63,6 @@ def phases(tl: Timeline, n: int) -> dict[str, object]:
     return out
 
 
-def taza_run(
-    root: Path, broker: Mosquitto, influxd: InfluxDB1, mix: Mix, env: dict[str, str], tag: str,
-    interval: float,
-) -> dict[str, object]:  # fmt: skip
-    store = Queryable(influxd, f"taza_{tag}")
-    ingest = IngestProcess(
-        root / f"ingest-{tag}", taza_env(broker, influxd, store.db, mix, env, tag), free_port()
-    ).start()
-    assert ingest.proc is not None
-    try:
-        pubs = Publishers(broker, f"tz{tag}", mix)
-        tl = Timeline(interval, progress=store.accepted)
-        tl.start({
-            "receiver": [ingest.proc.pid], "broker": [broker.pid],
-            "database": [influxd.pid], "publishers": pubs.pids,
-        })  # fmt: skip
-        threading.Thread(target=pubs.feed, daemon=True).start()
-        polls = store.wait(len(mix), 180)
-        tl.stop()
-        pubs.close()
-        if polls[-1][1] < len(mix):
-            raise SystemExit(f"taza stored only {polls[-1][1]} of {len(mix)}")
-    finally:
-        ingest.stop()
-    return phases(tl, len(mix))
-
-
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -118,7 +90,9 @@ def main() -> None:
                 runs.append({"run": "ceiling", "round": r, **phases(tl, len(mix))})
                 for name, short, env in STAGES:
                     say(f"round {r + 1}: {name} ...")
-                    t = taza_run(root, broker, influxd, mix, env, f"{short}{r}", args.interval)
+                    tl = Timeline(args.interval)
+                    run_taza(root, broker, influxd, mix, mix.head(1000), env, f"{short}{r}", tl)
+                    t = phases(tl, len(mix))
                     t["over_ceiling"] = round(int(t["msgs_per_s"]) / c["msgs_per_s"], 3)  # type: ignore[call-overload]
                     runs.append({"run": name, "round": r, **t})
     if args.json:
