@@ -25,11 +25,17 @@ from devices.escaping import (
 from devices.message import Deposit, Fill, Message, Presence, Status, Topic
 from devices.registry import DeviceInfo
 from devices.schema import MAX_ITEMS
+from devices.timestamps import ms_to_ns
 
 SEQ_SLOTS: Final = 10_000
 SLOT_NS: Final = 100
 _MIN_NS: Final = -9_223_372_036_854_775_806
 _MAX_NS: Final = 9_223_372_036_854_775_806
+_SAFE_MS: Final = 4_000_000_000_000
+"""Within ± this (the year 128,700), a point's ns are inside both the database's range and
+the ints compiled code keeps unboxed: no comparison with ``_MIN_NS`` / ``_MAX_NS`` needed,
+which do not fit that form (two such comparisons were most of ``timestamp_ns``)."""
+_SAFE_ITEM: Final = 1 << 30
 
 __all__ = ["encode", "float_field", "int_field", "string_field", "tag_value", "timestamp_ns"]
 
@@ -37,9 +43,12 @@ __all__ = ["encode", "float_field", "int_field", "string_field", "tag_value", "t
 def timestamp_ns(message: Message, item_index: int = 0) -> int:
     """The time of a message's points; see the module docstring for why it has this shape."""
     seq = message.seq
-    ns = message.ts_ms * 1_000_000 + item_index
+    ts_ms = message.ts_ms
+    ns = ms_to_ns(ts_ms) + item_index
     if seq is not None:
         ns += (seq % SEQ_SLOTS) * SLOT_NS
+    if -_SAFE_MS <= ts_ms <= _SAFE_MS and 0 <= item_index < _SAFE_ITEM:
+        return ns
     if not _MIN_NS <= ns <= _MAX_NS:
         raise ValueError(f"ts {message.ts_ms} ms is outside the database's time range")
     return ns

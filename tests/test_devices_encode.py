@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import devices
 from devices import Deposit, DeviceInfo, Fill, Item, Kind, Message, Presence, Status, Topic
 from devices.lineprotocol import float_field, int_field, string_field, tag_value
+from devices.timestamps import ms_to_ns
 
 NOW_MS = 1_777_636_800_000
 T_FILL = Topic("almaty", Kind.ECOBOX, "eb-0001", devices.Channel.FILL)
@@ -220,6 +221,25 @@ def test_timestamp_rule() -> None:
     assert devices.timestamp_ns(m, 7) == NOW_MS * 1_000_000 + 3_456 * 100 + 7
 
 
+@given(
+    st.integers(-(10**13), 10**13) | st.sampled_from([4 * 10**12, 4 * 10**12 + 1, -(4 * 10**12)]),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 99) | st.just(2**30),
+)
+def test_timestamp_ns_is_the_rule_or_refused_outside_the_database_range(
+    ts: int, seq: int, item: int
+) -> None:
+    """Both forms of ``timestamp_ns`` (the inline one for ordinary times, the checked one
+    beyond): the rule's value while it is a database time, ``ValueError`` after."""
+    m = msg(T_FILL, Fill(fill_pct=1.0), seq=seq, ts=ts)
+    ns = ts * 1_000_000 + (seq % 10_000) * 100 + item
+    if -(2**63) + 2 <= ns <= 2**63 - 2:
+        assert devices.timestamp_ns(m, item) == ns
+    else:
+        with pytest.raises(ValueError, match="time range"):
+            devices.timestamp_ns(m, item)
+
+
 def test_same_millisecond_different_seq_never_overwrite() -> None:
     a = devices.encode(msg(T_FILL, Fill(fill_pct=1.0), seq=4))
     b = devices.encode(msg(T_FILL, Fill(fill_pct=1.0), seq=5))
@@ -305,6 +325,11 @@ def test_integers_outside_int64_cannot_be_written(bad: int) -> None:
 def test_int_field_bounds() -> None:
     assert int_field(2**63 - 1) == "9223372036854775807i"
     assert int_field(-(2**63)) == "-9223372036854775808i"
+    for n in (2**62 - 1, 2**62, -(2**62) + 1, -(2**62), 0):  # either side of the inline form
+        assert int_field(n) == f"{n}i"
+    for bad in (2**63, -(2**63) - 1, True):
+        with pytest.raises(ValueError, match="int64"):
+            int_field(bad)
 
 
 def test_hand_built_messages_that_break_the_contract_raise_value_error() -> None:
@@ -372,3 +397,10 @@ def test_encode_from_decode_end_to_end() -> None:
         "fill,device_id=eb-0001,fraction=plastic,kind=ecobox,region=almaty,site=park "
         "fill_pct=80.0,seq=7i 1777636799250000700"
     ]
+
+
+@given(st.integers(-(2**70), 2**70) | st.integers(-(2**44), 2**44))
+def test_ms_to_ns_is_the_product(ms: int) -> None:
+    """The shifts-and-adds form of ``ms * 10**6`` (compiled code keeps it unboxed): exact for
+    any int, epoch times and beyond the unboxed range alike."""
+    assert ms_to_ns(ms) == ms * 1_000_000

@@ -10,8 +10,10 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Mapping
 
+import hypothesis.strategies as hs
 import orjson
 import pytest
+from hypothesis import given, settings
 
 from devices.message import Fill, Message
 from devices.registry import DeviceInfo
@@ -131,6 +133,61 @@ def test_completeness_gaps_restarts_wraps_and_late_fillers() -> None:
     c2.classify(day + DAY_MS, 5)  # next day: 1..4 missing
     assert (c2.restarts, c2.missing) == (0, 4)
     assert c2.per_day() == [(day, 3, 3), (day + DAY_MS, 1, 5)]
+
+
+class _DaysModel:
+    """The per-day counts as the flat list they are specified as (the form the snapshot
+    keeps): what ``Completeness`` must say, however it stores the newest day."""
+
+    def __init__(self) -> None:
+        self.flat: list[int] = []
+        self.missing = 0
+
+    def count(self, ts_ms: int, received: int, missing: int) -> None:
+        day = ts_ms // DAY_MS
+        if missing < 0 and self.missing == 0:
+            missing = 0
+        self.missing += missing
+        d = self.flat
+        for i in range(len(d) - 3, -1, -3):
+            if d[i] == day:
+                d[i + 1] += received
+                d[i + 2] = max(0, d[i + 2] + missing)
+                return
+            if d[i] < day:
+                break
+        if d and day < d[0]:
+            return
+        d.extend((day, received, max(0, missing)))
+        if len(d) > 3 * 8:
+            del d[:3]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    hs.lists(
+        hs.tuples(hs.integers(-3, 12), hs.integers(0, DAY_MS - 1), hs.integers(-2, 3)),
+        max_size=60,
+    ),
+    hs.integers(0, 60),
+)
+def test_completeness_per_day_counts_match_the_flat_model(
+    calls: list[tuple[int, int, int]], restart_at: int
+) -> None:
+    """Days out of order, late ones, gaps, more than the 8 kept, a restore from the snapshot
+    part-way: the same days and counts as the flat list (which the snapshot holds)."""
+    c, model = Completeness(), _DaysModel()
+    base = 20_000 * DAY_MS
+    for n, (day, ms, missing) in enumerate(calls):
+        if n == restart_at:
+            c = Completeness.restore(orjson.loads(orjson.dumps(c.snapshot())))
+        c._count(base + day * DAY_MS + ms, 1, missing)
+        model.count(base + day * DAY_MS + ms, 1, missing)
+        assert c.snapshot()[-1] == model.flat
+    assert c.per_day() == [
+        (d * DAY_MS, r, r + m) for d, r, m in zip(*[iter(model.flat)] * 3, strict=True)
+    ]
+    assert c.missing == model.missing
 
 
 def test_completeness_on_a_simulated_stream_with_duplicates_and_reordering() -> None:

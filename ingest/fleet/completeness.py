@@ -18,6 +18,7 @@ WINDOW_BITS: Final = 64
 _MASK: Final = (1 << WINDOW_BITS) - 1
 DAY_MS: Final = 86_400_000
 DAYS_KEPT: Final = 8
+NO_DAY: Final = -(2**62)
 
 
 class Order(Enum):
@@ -27,9 +28,23 @@ class Order(Enum):
 
 
 class Completeness:
-    """Counters of one device; ``days`` holds day, received, missing for 8 days (flat)."""
+    """Counters of one device: ``days`` holds day, received, missing for the kept days before
+    the newest (flat), the newest in ``day``, ``day_received``, ``day_missing`` — nearly every
+    message counts towards it, and compiled those are plain ints, where each ``array`` item
+    read or written is a boxed call (five of them were a ninth of ``DeviceState.apply``)."""
 
-    __slots__ = ("days", "last_seq", "last_ts_ms", "missing", "received", "restarts", "window")
+    __slots__ = (
+        "day",
+        "day_missing",
+        "day_received",
+        "days",
+        "last_seq",
+        "last_ts_ms",
+        "missing",
+        "received",
+        "restarts",
+        "window",
+    )
 
     def __init__(self) -> None:
         self.last_seq = -1
@@ -39,6 +54,9 @@ class Completeness:
         self.missing = 0
         self.restarts = 0
         self.days = array("q")
+        self.day = NO_DAY  # none counted yet
+        self.day_received = 0
+        self.day_missing = 0
 
     def classify(self, ts_ms: int, seq: int) -> Order:
         """Count one JSON message and say how the state machine must treat it."""
@@ -77,32 +95,50 @@ class Completeness:
         if missing < 0 and self.missing == 0:
             missing = 0
         self.missing += missing
-        days = self.days  # flat: day, received, missing, day, ... (oldest first)
-        if days and days[-3] == day:  # the common case: today's entry, the last one
-            days[-2] += received
-            days[-1] = max(0, days[-1] + missing)
+        if day == self.day:  # the common case: today, the newest day
+            self.day_received += received
+            self.day_missing = max(0, self.day_missing + missing)
             return
-        for i in range(len(days) - 3, -1, -3):
-            if days[i] == day:
-                days[i + 1] += received
-                days[i + 2] = max(0, days[i + 2] + missing)
-                return
-            if days[i] < day:
-                break
-        if days and day < days[0]:
+        if self.day == NO_DAY:
+            self._new_day(day, received, missing)
+            return
+        days = self.days  # flat: day, received, missing, day, ... (oldest first)
+        if day < self.day:  # a late message of an earlier day
+            for i in range(len(days) - 3, -1, -3):
+                if days[i] == day:
+                    days[i + 1] += received
+                    days[i + 2] = max(0, days[i + 2] + missing)
+                    return
+                if days[i] < day:
+                    break
+        if day < (days[0] if days else self.day):
             return  # a late message of a day before the first kept: totals only
-        days.extend((day, received, max(0, missing)))
-        if len(days) > 3 * DAYS_KEPT:
-            del days[:3]
+        self._new_day(day, received, missing)
+
+    def _new_day(self, day: int, received: int, missing: int) -> None:
+        """The newest entry becomes ``day`` (after the one it was, as the flat form kept it)."""
+        days = self.days
+        if self.day != NO_DAY:
+            days.extend((self.day, self.day_received, self.day_missing))
+            if len(days) > 3 * (DAYS_KEPT - 1):
+                del days[:3]
+        self.day, self.day_received, self.day_missing = day, received, max(0, missing)
+
+    def _flat(self) -> list[int]:
+        """Every kept day as day, received, missing, ... (oldest first; the snapshot form)."""
+        flat = self.days.tolist()
+        if self.day != NO_DAY:
+            flat += [self.day, self.day_received, self.day_missing]
+        return flat
 
     def per_day(self) -> list[tuple[int, int, int]]:
         """``(day start epoch ms, received, expected)`` for the kept days, oldest first."""
-        d = self.days
+        d = self._flat()
         return [(d[i] * DAY_MS, d[i + 1], d[i + 1] + d[i + 2]) for i in range(0, len(d), 3)]
 
     def snapshot(self) -> list[object]:
         return [self.last_seq, self.last_ts_ms, self.window, self.received, self.missing,
-                self.restarts, self.days.tolist()]  # fmt: skip
+                self.restarts, self._flat()]  # fmt: skip
 
     @classmethod
     def restore(cls, data: Any) -> Completeness:
@@ -110,5 +146,11 @@ class Completeness:
         seq, ts, window, received, missing, restarts, days = data
         c.last_seq, c.last_ts_ms, c.window = int(seq), int(ts), int(window)
         c.received, c.missing, c.restarts = int(received), int(missing), int(restarts)
-        c.days = array("q", [int(x) for x in days])
+        flat = [int(x) for x in days]
+        if len(flat) % 3:
+            raise ValueError("the days hold (day, received, missing) triples")
+        if flat:
+            c.day, c.day_received, c.day_missing = flat[-3], flat[-2], flat[-1]
+            del flat[-3:]
+        c.days = array("q", flat)
         return c

@@ -44,6 +44,7 @@ import numpy as np
 from devices.lineprotocol import timestamp_ns
 from devices.message import Deposit, Fill, Message, Presence, Status
 from devices.registry import DeviceInfo
+from devices.timestamps import ms_to_ns
 from ingest.fleet import forecast as fc
 from ingest.fleet.completeness import Completeness, Order
 from ingest.fleet.errors import SnapshotError
@@ -205,7 +206,7 @@ class DeviceState:
                 self._heard(heard, out)
             elif "offline" not in self.alerts:
                 limit = self._offline_limit_s()
-                self._fire("offline", 0.0, limit, Cause.LAST_WILL, heard, heard * 1_000_000, out)
+                self._fire("offline", 0.0, limit, Cause.LAST_WILL, heard, ms_to_ns(heard), out)
             return out
         if message.seq is None:
             return out
@@ -244,7 +245,7 @@ class DeviceState:
             return []
         out: list[Event] = []
         self._fire("offline", (now_ms - self.last_heard_ms) / 1000, limit_s, Cause.SILENT,
-                   due, due * 1_000_000, out)  # fmt: skip
+                   due, ms_to_ns(due), out)  # fmt: skip
         return out
 
     def forecast_now(self) -> Forecast | None:
@@ -261,7 +262,7 @@ class DeviceState:
         if heard > self.last_heard_ms:
             self.last_heard_ms = heard
         if "offline" in self.alerts:
-            self._resolve("offline", Cause.BACK_ONLINE, heard, heard * 1_000_000, out)
+            self._resolve("offline", Cause.BACK_ONLINE, heard, ms_to_ns(heard), out)
 
     # ----- fill -----------------------------------------------------------------------------
 
