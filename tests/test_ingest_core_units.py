@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from devices import DeviceInfo, Registry
 from ingest.batch import Accepted, Batch, Delivered, Incoming
 from ingest.deadletter import DeadLetterStore, read_records
 from ingest.delivery import Delivery
@@ -263,24 +264,22 @@ async def test_a_failing_sink_leaves_its_batch_unacknowledged(tmp_path: Path) ->
     assert acked == [], "but not acknowledged"
 
 
-def test_a_message_that_trips_a_bug_is_dead_lettered_not_fatal(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_message_that_trips_a_bug_is_dead_lettered_not_fatal() -> None:
     """Were the pipeline to fail on it, the broker would redeliver the same message to every
-    restart; as a dead letter (internal_error) it is kept, acknowledged and replayable."""
-    import devices
+    restart; as a dead letter (internal_error) it is kept, acknowledged and replayable. The
+    bug here is in the registry the pipeline is given (the compiled pipeline calls decode
+    directly, so a patched ``devices.decode`` would not be reached)."""
 
-    real = devices.decode
+    class BuggyRegistry(Registry):
+        def get(self, device_id: str, default: object = None) -> DeviceInfo | None:  # type: ignore[override]
+            if device_id == "boom":
+                raise KeyError("a bug in the registry")
+            return None
 
-    def buggy(topic: str, payload: bytes, *a: object, **kw: object) -> devices.Message:
-        if b"boom" in payload:
-            raise KeyError("a bug in decode")
-        return real(topic, payload, *a, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(devices, "decode", buggy)
-    pipeline = Pipeline(Metrics(), limits=limits_from(4096, 86400, False))
+    pipeline = Pipeline(Metrics(), limits=limits_from(4096, 86400, False), registry=BuggyRegistry())
     batch = _batch(pipeline, 1, [1, 2])
-    pipeline.process(Incoming(9, 1, 1, "taza/v1/a/ecobox/d1/fill", b'{"boom": 1}', NOW, 0.0), batch)
+    payload = b'{"ts": %d, "seq": 1, "fill_pct": 5}' % TS
+    pipeline.process(Incoming(9, 1, 1, "taza/v1/a/ecobox/boom/fill", payload, NOW, 0.0), batch)
     assert len(batch.acks) == 3, "acknowledged like any other message once stored"
     assert [d.reason.value for d in batch.rejects] == ["internal_error"]
     assert "KeyError" in batch.rejects[0].detail
