@@ -79,9 +79,14 @@ unit: venv
 integration: setup
 	$(BIN)/pytest -q -m integration
 
+# valgrind only for bench/instructions.py (instruction counts): not needed by the tests.
 bench: setup
+	@command -v valgrind >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends valgrind; }
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/hotpath.py
+	$(BIN)/python bench/instructions.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/compare.py --paho
