@@ -8,7 +8,7 @@ compiled (as installed) against the same code run from its Python source, in one
 Why counts: on the shared 2-core machine, CPU time per message moves ±30 % between runs minutes
 apart (the same build measured 7.8–12.3 µs/msg for ``Pipeline.process`` in one hour), so a
 change worth 10 % cannot be told from the noise by timing. Instructions retired do not depend
-on the neighbours: the same build counts the same to within 0.5 % (hash seed fixed), so a
+on the neighbours (the hash seed is fixed, so dict layouts repeat too), so a
 before/after of two builds is exact enough to keep or drop a change. They are not time —
 a cache miss costs more than an add — so speed claims still come from ``compare.py``.
 
