@@ -54,6 +54,7 @@ venv: $(STAMP)
 # setup.py compiles the modules pyproject.toml lists under [tool.taza] compiled (mypyc, into
 # the checkout): an edit to one of them reinstalls, or the tests would run the old build.
 COMPILED_SOURCES := $(shell sed -n '/^compiled = \[/,/^]/s/^ *"\(.*\.py\)",*/\1/p' pyproject.toml)
+COMPILED_SOURCES += $(shell sed -n '/^extensions = \[/,/^]/s/^ *"\(.*\.c\)",*/\1/p' pyproject.toml)
 
 $(STAMP): pyproject.toml setup.py $(COMPILED_SOURCES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

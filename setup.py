@@ -6,7 +6,8 @@ compiled, the rules cost about half, the intake's receive path 0.6-0.7 and decod
 0.75-0.8 of the source's CPU (docs/performance.md, "The fleet rules compiled" and "The contract
 and the codec compiled"). The same modules stay importable as plain Python:
 ``TAZA_PURE_PYTHON=1`` at build time ships them uncompiled (no C compiler needed), and
-``tests/test_compiled.py`` checks both forms say the same.
+``tests/test_compiled.py`` checks both forms say the same. ``devices/_slots.c`` (the decoder's
+constructors, ``devices.construct``) is built with them and left out the same way.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import os
 import tomllib
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 HERE = Path(__file__).resolve().parent
-COMPILED: list[str] = tomllib.loads((HERE / "pyproject.toml").read_text())["tool"]["taza"][
-    "compiled"
-]
+TAZA = tomllib.loads((HERE / "pyproject.toml").read_text())["tool"]["taza"]
+COMPILED: list[str] = TAZA["compiled"]
+EXTENSIONS: list[str] = TAZA["extensions"]
 
 # mypyc type-checks what it compiles, in pip's build environment, where the dependencies
 # (numpy, orjson, pydantic, ...) are not installed yet on a fresh venv: imports it cannot find
@@ -41,5 +42,8 @@ if os.environ.get("TAZA_PURE_PYTHON", "") not in ("1", "true", "yes"):
     config.parent.mkdir(exist_ok=True)
     config.write_text(MYPYC_CONFIG)
     ext_modules = mypycify(["--config-file", str(config), *COMPILED], opt_level="3")
+    for path in EXTENSIONS:
+        name = path.removesuffix(".c").replace("/", ".")
+        ext_modules.append(Extension(name, [path]))
 
 setup(ext_modules=ext_modules)

@@ -24,8 +24,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def compiled_modules() -> list[str]:
     """pyproject.toml's ``[tool.taza] compiled``, as paths relative to the source tree."""
+    return _listed("compiled")
+
+
+def extension_sources() -> list[str]:
+    """pyproject.toml's ``[tool.taza] extensions``: the C modules built beside them (no
+    source form: the code that imports one keeps a Python fallback)."""
+    return _listed("extensions")
+
+
+def _listed(key: str) -> list[str]:
     doc = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    return list(doc["tool"]["taza"]["compiled"])
+    return list(doc["tool"]["taza"][key])
 
 
 def module_name(path: str) -> str:

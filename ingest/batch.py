@@ -112,7 +112,8 @@ class Batch:
     def add_accepted(
         self, msg: Incoming, lines: list[str], message: Message, device: DeviceInfo | None
     ) -> None:
-        """A decoded message and its lines (``message`` must follow every source added)."""
+        """A decoded message and its lines (``message`` must follow every source added).
+        ``Pipeline.process`` does the same inline (tests/test_ingest_units.py compares them)."""
         self.add_lines(new_tuple(Source, (msg.topic, msg.payload, msg.received_at)), lines)
         self.messages.append(message)
         self.devices.append(device)

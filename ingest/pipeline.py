@@ -25,7 +25,7 @@ import structlog
 
 import devices
 from devices import DeviceInfo, Ignored, Limits, Reason, Registry, Rejected
-from ingest.batch import Batch, DeadLetter, Incoming
+from ingest.batch import Batch, DeadLetter, Incoming, Source, new_tuple
 from ingest.metrics import Metrics
 from ingest.ratelimit import DeviceRateLimit
 
@@ -158,7 +158,17 @@ class Pipeline:
             return
         if message.extra_fields:
             self._extra += len(message.extra_fields)
-        batch.add_accepted(msg, lines, message, device)
+        # Batch.add_accepted, inlined: compiled, its two interpreted calls were ≈ 2,300 of the
+        # ≈ 28,000 instructions a message here (bench/instructions.py).
+        sources = batch.sources
+        index = len(sources)
+        sources.append(new_tuple(Source, (msg.topic, msg.payload, msg.received_at)))
+        batch.lines.extend(lines)
+        origins = batch.origins
+        for _ in lines:
+            origins.append(index)
+        batch.messages.append(message)
+        batch.devices.append(device)
 
     def _distinct_state_time(self, message: devices.Message) -> devices.Message:
         """A ``state`` point is timed by its receive time in ms, and one receive buffer shares

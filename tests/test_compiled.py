@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import importlib
+import importlib.util
 import json
 import os
 import random
@@ -32,13 +33,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from devices.message import Channel, Message
-from devstack.pysource import ROOT, compiled_modules, module_name
+from devstack.pysource import ROOT, compiled_modules, extension_sources, module_name
 from simulator.stream import FaultConfig
 
 # Nothing compiled at the top (devices.message and simulator.stream are not on the list):
 # ``python -m tests.python_source`` imports this module after the source finder is in place.
 
 COMPILED = compiled_modules()
+EXTENSIONS = extension_sources()
 PURE = os.environ.get("TAZA_PURE_PYTHON", "") in ("1", "true", "yes")
 FAULTS = FaultConfig(duplicate_rate=0.02, out_of_order_rate=0.02, offline_rate=0.05)
 
@@ -61,10 +63,32 @@ def test_the_fleet_rules_run_compiled_and_built_from_this_source() -> None:
         )
 
 
+def test_the_c_extensions_are_built_from_this_source_and_used() -> None:
+    """``devices/_slots.c`` has a Python fallback, so a failed build would only be slower:
+    this is where it shows."""
+    from devices.construct import fast_constructor, python_constructor
+    from devices.message import Fill
+
+    assert EXTENSIONS, "pyproject.toml lists the C extensions setup.py builds"
+    for path in EXTENSIONS:
+        name = module_name(path.removesuffix(".c"))
+        if PURE:
+            assert importlib.util.find_spec(name) is None, f"TAZA_PURE_PYTHON=1 yet {name} is built"
+            continue
+        module = importlib.import_module(name)
+        file = Path(str(module.__file__))
+        assert file.stat().st_mtime >= (ROOT / path).stat().st_mtime, (
+            f"{file.name} is older than {path}: rebuild with `make venv`"
+        )
+    made = fast_constructor(Fill)
+    assert (type(made).__name__ == "Maker") is not PURE
+    assert made(1.0) == python_constructor(Fill)(1.0) == Fill(1.0)
+
+
 def test_no_compiled_module_outlives_its_place_on_the_list() -> None:
     """A ``.so`` beside a ``.py`` is imported instead of it: one left by a build from before a
     module left the list would run old code whatever the source says."""
-    listed = {str(Path(p).with_suffix("")) for p in COMPILED}
+    listed = {str(Path(p).with_suffix("")) for p in COMPILED + EXTENSIONS}
     for package in ("ingest", "devices", "simulator", "devstack", "operators"):
         for so in (ROOT / package).rglob("*.cpython-*.so"):
             stem = str(so.relative_to(ROOT)).split(".cpython-")[0]

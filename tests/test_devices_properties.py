@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -27,7 +30,7 @@ from devices import (
     Status,
     Topic,
 )
-from devices.construct import fast_constructor
+from devices.construct import fast_constructor, python_constructor
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 NOW_MS = 1_777_636_800_000
@@ -350,29 +353,69 @@ def test_a_tricky_value_in_any_field_is_accepted_or_refused_naming_that_field() 
 # -- the fast constructors the decoder uses -------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [Fill, Status, Item, Deposit, Presence, Message, Topic])
-def test_fast_constructors_build_equal_objects(cls: type) -> None:
-    make: object = fast_constructor(cls)
+SAMPLES: dict[type, object] = {
+    Fill: Fill(1.0, 2.0),
+    Status: Status(faults=("jam",)),
+    Item: Item("pet", 1),
+    Deposit: Deposit("t", (Item("pet", 1),)),
+    Presence: Presence(True),
+    Message: Message(Topic("a", Kind.RVM, "d", Channel.STATE), 1, None, Presence(True)),
+    Topic: Topic("a", Kind.RVM, "d", Channel.STATE),
+}
+CONSTRUCTORS = [fast_constructor, python_constructor]
+
+
+@pytest.mark.parametrize("constructor", CONSTRUCTORS)
+@pytest.mark.parametrize("cls", list(SAMPLES))
+def test_fast_constructors_build_equal_objects(cls: type, constructor: Callable[..., Any]) -> None:
+    make: object = constructor(cls)
     assert make is not cls
     fields = dataclasses.fields(cls)
-    sample: dict[type, object] = {
-        Fill: Fill(1.0, 2.0),
-        Status: Status(faults=("jam",)),
-        Item: Item("pet", 1),
-        Deposit: Deposit("t", (Item("pet", 1),)),
-        Presence: Presence(True),
-        Message: Message(Topic("a", Kind.RVM, "d", Channel.STATE), 1, None, Presence(True)),
-        Topic: Topic("a", Kind.RVM, "d", Channel.STATE),
-    }
-    original = sample[cls]
+    original = SAMPLES[cls]
     kwargs = {f.name: getattr(original, f.name) for f in fields}
     assert callable(make)
-    built = make(**kwargs)
-    assert built == original
-    assert hash(built) == hash(original)
-    assert type(built) is cls
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        setattr(built, fields[0].name, None)
+    for built in (make(**kwargs), make(*kwargs.values())):
+        assert built == original
+        assert hash(built) == hash(original)
+        assert type(built) is cls
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(built, fields[0].name, None)
+    required = [f.name for f in fields if f.default is dataclasses.MISSING]
+    assert make(*(kwargs[n] for n in required)) == cls(*(kwargs[n] for n in required))
+
+
+@pytest.mark.parametrize("constructor", CONSTRUCTORS)
+@pytest.mark.parametrize("cls", list(SAMPLES))
+def test_fast_constructors_refuse_what_the_class_refuses(
+    cls: type, constructor: Callable[..., Any]
+) -> None:
+    make = constructor(cls)
+    fields = dataclasses.fields(cls)
+    values = [getattr(SAMPLES[cls], f.name) for f in fields]
+    first = fields[0].name
+    wrong: list[tuple[tuple[object, ...], dict[str, object]]] = [
+        ((*values, None), {}),
+        ((values[0],), {first: values[0]}),
+        ((), {**dict.fromkeys([f.name for f in fields]), "nope": 1}),
+    ]
+    if fields[0].default is dataclasses.MISSING:
+        wrong.append(((), {}))
+    for args, kwargs in wrong:
+        with pytest.raises(TypeError):
+            cls(*args, **kwargs)
+        with pytest.raises(TypeError):
+            make(*args, **kwargs)
+
+
+def test_the_c_constructor_keeps_no_reference_it_should_not() -> None:
+    """It stores each value in a slot: one reference per object built, none once it is gone."""
+    make = fast_constructor(Fill)
+    value = 12.5
+    before = sys.getrefcount(value)
+    built = [make(value, tilt_deg=value) for _ in range(1000)]
+    assert sys.getrefcount(value) == before + 2000
+    del built
+    assert sys.getrefcount(value) == before
 
 
 def test_fast_constructor_falls_back_for_classes_with_post_init() -> None:

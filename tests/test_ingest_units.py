@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import devices
 from devices import Reason
 from ingest.batch import Batch, DeadLetter, Incoming, Source
 from ingest.config import load_settings, parse_mqtt_url
@@ -293,6 +294,32 @@ def test_pipeline_every_message_acked_once_in_order() -> None:
         "the fill and the live state; the replayed retained state is skipped"
     )
     assert metrics.registry.get_sample_value("taza_messages_ignored_total") == 2
+
+
+def test_pipeline_fills_a_batch_as_batch_add_accepted_does() -> None:
+    """The pipeline inlines ``Batch.add_accepted``: the same columns, lines and origins (a
+    deposit has a line per item, so origins repeat), whichever builds the batch."""
+    p = Pipeline(Metrics(), limits=limits_from(4096, 86400, False))
+    ts = int(NOW.timestamp() * 1000)
+    incoming = [
+        _incoming(1, "taza/v1/a/ecobox/d1/fill", b'{"ts": %d, "seq": 1, "fill_pct": 5}' % ts),
+        _incoming(
+            2,
+            "taza/v1/a/rvm/r1/deposit",
+            b'{"ts": %d, "seq": 2, "txn_id": "t1", "items": [{"material": "pet", "count": 2},'
+            b' {"material": "alu", "count": 1}]}' % ts,
+        ),
+        _incoming(3, "taza/v1/a/ecobox/d1/state", b"online"),
+    ]
+    by_pipeline, by_hand = Batch(), Batch()
+    for msg in incoming:
+        p.process(msg, by_pipeline)
+    for msg, message in zip(incoming, by_pipeline.messages, strict=True):
+        by_hand.acks.append((msg.mid, msg.generation))
+        by_hand.add_accepted(msg, devices.encode(message, None), message, None)
+    by_hand.first_received = by_pipeline.first_received
+    assert len(set(by_pipeline.origins)) == 3 < len(by_pipeline.origins)
+    assert by_pipeline == by_hand
 
 
 def test_pipeline_keeps_each_state_change_of_one_receive_buffer() -> None:

@@ -30,12 +30,13 @@ _SKIP_DIRS = {".git", ".venv", "var", "build", "__pycache__", ".mypy_cache", ".r
 
 
 def _python_files(root: Path) -> Iterator[Path]:
+    """Every ``.py``, and every ``.pyi``: a stub stands for a C module (``devices/_slots.c``)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [
             d for d in dirnames if d not in _SKIP_DIRS and not d.endswith((".egg-info", "_cache"))
         ]
         for name in filenames:
-            if name.endswith(".py"):
+            if name.endswith((".py", ".pyi")):
                 yield Path(dirpath) / name
 
 
