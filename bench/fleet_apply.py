@@ -52,7 +52,7 @@ from devstack.publisher import FLEET_ID, fill_messages, fleet_fill_payloads
 from ingest.batch import Batch, Incoming
 from ingest.fleet import Fleet, Thresholds, forecast
 from ingest.fleet.settings import FleetSettings
-from ingest.fleet.stage import FleetStage
+from ingest.fleet.stage import FleetStage, Publish
 from ingest.service import GC_THRESHOLDS
 from simulator.stream import PUBLISH, FaultConfig, Models, StreamStats, device_stream
 
@@ -169,6 +169,16 @@ def stage_batches(fleet: bool = False, n: int = 100_000, devices: int = 1000,
     return batches
 
 
+def open_stage(th: Thresholds, directory: str, publish: Publish) -> FleetStage:
+    """The service's stage with a database that stores everything and no registry, opened on
+    ``directory`` (its journal and snapshot): what the stage benchmarks time and count."""
+    stage = FleetStage(FleetSettings(th), writer=_NoDatabase(), publish=publish,
+                       data_dir=Path(directory), registry=None, metrics=CollectorRegistry(),
+                       ready=lambda: True, read_retained=None, spool_max_bytes=1 << 30)  # fmt: skip
+    stage.open()
+    return stage
+
+
 async def _stage_pass(batches: list[Batch], th: Thresholds, directory: str) -> dict[str, float]:
     published = 0
 
@@ -176,10 +186,7 @@ async def _stage_pass(batches: list[Batch], th: Thresholds, directory: str) -> d
         nonlocal published
         published += 1
 
-    stage = FleetStage(FleetSettings(th), writer=_NoDatabase(), publish=publish,
-                       data_dir=Path(directory), registry=None, metrics=CollectorRegistry(),
-                       ready=lambda: True, read_retained=None, spool_max_bytes=1 << 30)  # fmt: skip
-    stage.open()
+    stage = open_stage(th, directory, publish)
     history = asyncio.create_task(stage.history.run())
     runs = 0
 

@@ -55,13 +55,11 @@ def child(step: str, n: int) -> None:
 
     sys.path.append(str(HERE))
     import hotpath
-    from fleet_apply import _NoDatabase
-    from prometheus_client import CollectorRegistry
+    from fleet_apply import open_stage
 
     from ingest.batch import Batch, Incoming
     from ingest.fleet.fleet import Fleet
-    from ingest.fleet.settings import FleetSettings
-    from ingest.fleet.stage import FleetStage
+    from ingest.fleet.settings import FleetSettings, Thresholds
     from ingest.metrics import Metrics
     from ingest.pipeline import Pipeline, limits_from
     from ingest.service import GC_THRESHOLDS
@@ -97,18 +95,7 @@ def child(step: str, n: int) -> None:
         return
 
     async def stage_pass(directory: str) -> None:
-        stage = FleetStage(
-            FleetSettings(),
-            writer=_NoDatabase(),
-            publish=lambda *a, **k: None,
-            data_dir=Path(directory),
-            registry=None,
-            metrics=CollectorRegistry(),
-            ready=lambda: True,
-            read_retained=None,
-            spool_max_bytes=1 << 30,
-        )
-        stage.open()
+        stage = open_stage(Thresholds(), directory, lambda *a, **k: None)
         history = asyncio.create_task(stage.history.run())
         _toggle("on")
         for b in batches:

@@ -111,8 +111,8 @@ def float_field(value: float) -> str:
 
 def int_field(value: object) -> str:
     """``<n>i``; ``ValueError`` outside int64 or for a bool (which is an int in Python)."""
-    if type(value) is int and -_SHORT <= value <= _SHORT:
-        return f"{value}i"
-    if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
+    if type(value) is not int or (
+        not -_SHORT <= value <= _SHORT and not _INT64_MIN <= value <= _INT64_MAX
+    ):
         raise ValueError(f"{value!r} is not an int64 integer")
     return f"{value}i"
