@@ -41,6 +41,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from devices.construct import fast_constructor
 from devices.lineprotocol import timestamp_ns
 from devices.message import Deposit, Fill, Message, Presence, Status
 from devices.registry import DeviceInfo
@@ -62,6 +63,13 @@ from ingest.fleet.events import (
     episode_id,
 )
 from ingest.fleet.settings import Thresholds
+
+# Events are frozen dataclasses: their own __init__ sets each field through object.__setattr__,
+# ≈ 11,000 instructions for an AlertTransition (devices.construct's constructors: ≈ 1,000).
+_new_transition: Final = fast_constructor(AlertTransition)
+_new_collection: Final = fast_constructor(Collection)
+_new_anomaly: Final = fast_constructor(Anomaly)
+_new_forecast: Final = fast_constructor(Forecast)
 
 SEVERITY: Final[dict[str, Severity]] = {
     "fire": Severity.CRITICAL,
@@ -272,7 +280,7 @@ class DeviceState:
             self.stuck_count += 1
             if self.stuck_count >= th.stuck_readings:
                 if self.stuck_count == th.stuck_readings:
-                    out.append(Anomaly(self.source, AnomalyKind.STUCK, r, ts, ns))
+                    out.append(_new_anomaly(self.source, AnomalyKind.STUCK, r, ts, ns))
                 self._sensor(ts, ns, out)
                 return
         else:
@@ -289,7 +297,7 @@ class DeviceState:
             self.held = ()
             hf, hts, hns = held[0]
             if hf - r >= th.spike_rise_pct:
-                out.append(Anomaly(self.source, AnomalyKind.SPIKE, hf, hts, hns))
+                out.append(_new_anomaly(self.source, AnomalyKind.SPIKE, hf, hts, hns))
                 self._accept(r, ts, ns, out, plausible=True)
                 return
             self._accept(hf, hts, hns, out, plausible=True)
@@ -299,7 +307,7 @@ class DeviceState:
             if r - level < (low - level) / 2:
                 self.held = ()
                 for hf, hts, hns in held:
-                    out.append(Anomaly(self.source, AnomalyKind.SPIKE, hf, hts, hns))
+                    out.append(_new_anomaly(self.source, AnomalyKind.SPIKE, hf, hts, hns))
             elif len(held) < th.spike_max_readings:
                 self.held = (*held, (r, ts, ns))
                 return
@@ -308,7 +316,7 @@ class DeviceState:
                 hf, hts, hns = held[0]
                 too_fast = self._rate(hf - level, hts) > th.max_fill_rate_pct_per_h
                 if too_fast:
-                    out.append(Anomaly(self.source, AnomalyKind.IMPOSSIBLE_RATE, hf, hts, hns))
+                    out.append(_new_anomaly(self.source, AnomalyKind.IMPOSSIBLE_RATE, hf, hts, hns))
                 self._accept(hf, hts, hns, out, plausible=not too_fast)
                 for hf, hts, hns in held[1:]:
                     self._accept(hf, hts, hns, out, plausible=True)
@@ -332,7 +340,7 @@ class DeviceState:
                 self._accept(r, ts, ns, out, plausible=True)
                 return
             self.fallen = r
-            out.append(Anomaly(self.source, AnomalyKind.FALL_WITHOUT_COLLECTION, r, ts, ns))
+            out.append(_new_anomaly(self.source, AnomalyKind.FALL_WITHOUT_COLLECTION, r, ts, ns))
             return
         self.fallen = None
         self._accept(r, ts, ns, out, plausible=True)
@@ -364,7 +372,7 @@ class DeviceState:
         self._full_soon(r, ts, ns, out)
 
     def _collection(self, before: float, r: float, ts: int, ns: int, out: list[Event]) -> None:
-        out.append(Collection(self.source, before, r, ts, ns))
+        out.append(_new_collection(self.source, before, r, ts, ns))
         self.level, self.level_ts_ms = r, ts
         self.full_run = 0
         self.fallen = None
@@ -410,7 +418,7 @@ class DeviceState:
         rate, at = fc.crossing_ms(
             ht, self.hist_y, self.hist_t0_ms, now_ms, th.full_threshold_pct, self.profile
         )
-        return Forecast(round(rate, 3), at, th.full_threshold_pct, n)
+        return _new_forecast(round(rate, 3), at, th.full_threshold_pct, n)
 
     def _full_soon(self, r: float, ts: int, ns: int, out: list[Event]) -> None:
         """Judged only when the forecast is refitted, at most once per
@@ -598,7 +606,7 @@ class DeviceState:
         cause: Cause,
         forecast: Forecast | None,
     ) -> AlertTransition:
-        return AlertTransition(
+        return _new_transition(
             self.source,
             name,
             state,
