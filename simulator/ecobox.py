@@ -54,7 +54,6 @@ class EcoboxParams:
     collection: str = "threshold"  # "threshold" (sensor-led) or "schedule"
     threshold_pct: float = 80.0  # CAL Edinburgh: 100 % on the sensor = 80 % real
     crew_delay_median_h: float = 3.0  # ASSUMED time from the alert to the crew's visit
-    morning_round_h: float = 4.0  # ASSUMED the night's full bins are emptied over 06:00-10:00
     schedule_days: float = 2.0  # CAL Philadelphia Bigbelly: median 2.0 days between emptyings
     residual_pct: tuple[float, float] = (1.0, 5.0)  # ASSUMED level left after emptying
     status_every: int = 4  # ASSUMED a status message every 4th fill report
@@ -202,8 +201,7 @@ class EcoBox:
             local = when + self.region_offset * 60
             day_start = math.floor(local / DAY) * DAY
             next6 = day_start + 6 * HOUR if hour < 6 else day_start + DAY + 6 * HOUR
-            spread = self.params.morning_round_h * HOUR
-            when = next6 - self.region_offset * 60 + float(self.rng.uniform(0, spread))
+            when = next6 - self.region_offset * 60 + float(self.rng.uniform(0, HOUR))
         self.collection_at = when
 
     # ----- sensor readings ---------------------------------------------------------------
