@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -22,7 +22,8 @@ import structlog
 
 from devices import Ignored, Limits, Rejected, decode
 from devices.message import Message
-from ingest.batch import Accepted, Delivered, Source
+from ingest.batch import Accepted, Delivered
+from ingest.fleet.journal_line import EPOCH, US, journal_line
 
 log = structlog.get_logger("ingest.fleet")
 
@@ -38,8 +39,6 @@ _REPLAY_LIMITS = Limits(
     max_future=timedelta(days=36500),
     strict=False,
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 _MS = timedelta(milliseconds=1)
 
 
@@ -58,18 +57,8 @@ class Journal:
     def append(self, now_ms: int, messages: Sequence[Accepted]) -> None:
         self.write(self.record(now_ms, Delivered.of(messages).sources))
 
-    @staticmethod
-    def record(now_ms: int, sources: Sequence[Source]) -> bytes:
-        """One batch's line (encoded on the event loop: orjson holds the GIL anyway)."""
-        rows = []
-        at = None
-        at_us = 0
-        for s in sources:
-            if s.received_at is not at:  # one receive time per intake buffer: shared
-                at = s.received_at
-                at_us = (at - _EPOCH) // _US
-            rows.append((s.topic, s.payload.decode(), at_us))
-        return orjson.dumps({"n": now_ms, "r": rows}) + b"\n"
+    record = staticmethod(journal_line)
+    """One batch's line (:func:`~ingest.fleet.journal_line.journal_line`, compiled)."""
 
     def write(self, record: bytes) -> None:
         """Append and fdatasync: blocking, so the stage runs it in a worker thread (the
@@ -104,14 +93,14 @@ def read_journal(path: Path) -> Iterator[tuple[int, list[tuple[str, Message]]]]:
             try:
                 rec = orjson.loads(raw)
                 now_ms = int(rec["n"])
-                items, unit = (rec["r"], _US) if "r" in rec else (rec["m"], _MS)
+                items, unit = (rec["r"], US) if "r" in rec else (rec["m"], _MS)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 log.error("fleet_journal_damaged", line=number, error=str(exc), action="skipped")
                 continue
             out: list[tuple[str, Message]] = []
             for topic, payload, at in items:
                 try:
-                    message = decode(topic, payload.encode(), _EPOCH + at * unit, _REPLAY_LIMITS)
+                    message = decode(topic, payload.encode(), EPOCH + at * unit, _REPLAY_LIMITS)
                 except (Rejected, Ignored) as exc:
                     log.error("fleet_journal_message_refused", topic=topic, error=str(exc))
                     continue
