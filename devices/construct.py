@@ -44,7 +44,10 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
         return python_constructor(cls)
     names = tuple(f.name for f in fields)
     defaults = tuple(f.default for f in fields if f.default is not dataclasses.MISSING)
-    made: Callable[..., T] = _MAKER(cls, names, defaults)
+    try:
+        made: Callable[..., T] = _MAKER(cls, names, defaults)
+    except (TypeError, ValueError):  # more fields than it holds, or not plain slots
+        return python_constructor(cls)
     return made
 
 

@@ -407,6 +407,15 @@ def test_fast_constructors_refuse_what_the_class_refuses(
             make(*args, **kwargs)
 
 
+def test_a_class_the_c_constructor_cannot_hold_gets_the_python_one() -> None:
+    wide = dataclasses.make_dataclass(
+        "Wide", [(f"f{i}", int) for i in range(20)], frozen=True, slots=True
+    )
+    make = fast_constructor(wide)
+    assert make is not wide
+    assert make(*range(20)) == wide(*range(20))
+
+
 def test_the_c_constructor_keeps_no_reference_it_should_not() -> None:
     """It stores each value in a slot: one reference per object built, none once it is gone."""
     make = fast_constructor(Fill)
