@@ -41,13 +41,13 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
     if fields is None:
         return cls
     if _MAKER is None:
-        return python_constructor(cls)
+        return _generated(cls, fields)
     names = tuple(f.name for f in fields)
     defaults = tuple(f.default for f in fields if f.default is not dataclasses.MISSING)
     try:
         made: Callable[..., T] = _MAKER(cls, names, defaults)
     except (TypeError, ValueError):  # more fields than it holds, or not plain slots
-        return python_constructor(cls)
+        return _generated(cls, fields)
     return made
 
 
@@ -60,9 +60,6 @@ def _plain_fields(cls: type) -> tuple[dataclasses.Field[Any], ...] | None:
         return None
     if "__slots__" not in cls.__dict__:
         return None
-    required = [f.default is dataclasses.MISSING for f in fields]
-    if required != sorted(required, reverse=True):
-        return None
     return fields
 
 
@@ -70,8 +67,10 @@ def python_constructor(cls: type[T]) -> Callable[..., T]:
     """The Python form of :func:`fast_constructor`: a generated function, one descriptor call
     per field."""
     fields = _plain_fields(cls)
-    if fields is None:
-        return cls
+    return cls if fields is None else _generated(cls, fields)
+
+
+def _generated(cls: type[T], fields: tuple[dataclasses.Field[Any], ...]) -> Callable[..., T]:
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
     params, body = [], []
     for i, f in enumerate(fields):
