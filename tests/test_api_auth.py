@@ -35,6 +35,7 @@ from devstack.publisher import Publisher, fill_payload
 from devstack.screenshot import LAPTOP, NoChromium, is_loopback, launch_chromium
 from devstack.servers import InfluxDB1, Mosquitto, free_port
 from operators.cli import main as taza
+from tests.plan_env import shift_around_now
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -120,6 +121,7 @@ def stack(
             "TAZA_REGISTRY": str(var / "fleet.csv"),
             "TAZA_API_TOKENS_FILE": str(tokens_file),
             "TAZA_PLAN_TIME_LIMIT_S": "1",
+            **shift_around_now(),
             "TAZA_LOG_LEVEL": "debug",  # the most the log can say: still no token
         },
         free_port(),
@@ -200,7 +202,7 @@ def test_crew_sees_only_its_regions_alerts_fill_levels_and_plan(stack: Stack) ->
     status, doc, _ = get(stack.url, "/api/v1/collection-plan?region=almaty", stack.crew)
     assert status == 200, doc
     assert doc["region"] == "almaty"
-    assert "eb-al-full" in {s["device_id"] for r in doc["routes"] for s in r["stops"]}
+    assert "eb-al-full" in {s["device_id"] for r in doc["routes"] for s in r["stops"]}, doc
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from ingest.fleet import AlertTransition, Collection, Fleet
 from ingest.fleet.output import rfc3339
 from operators.cli import main as taza
 from tests.conftest import REPO
+from tests.plan_env import shift_around_now
 
 pytestmark = pytest.mark.integration
 
@@ -130,6 +131,7 @@ def stack(
             "TAZA_INFLUX_DB": db,
             "TAZA_REGISTRY": str(registry_file),
             "TAZA_PLAN_TIME_LIMIT_S": "1",  # bounded: schemathesis asks for many plans
+            **shift_around_now(),
         },
         free_port(),
     ).start()

@@ -35,6 +35,7 @@ from devstack.screenshot import (
     write_fleet,
 )
 from devstack.servers import InfluxDB1, Mosquitto, free_port
+from tests.plan_env import shift_around_now
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -69,6 +70,7 @@ def stack(
             "TAZA_INFLUX_DB": db,
             "TAZA_REGISTRY": str(fleet.registry),
             "TAZA_PLAN_TIME_LIMIT_S": "1",  # the page asks for a plan per region: keep it short
+            **shift_around_now(),
         },
         free_port(),
     ).start()
